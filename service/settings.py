@@ -1,0 +1,112 @@
+"""Server settings: one pydantic-settings class, read from ``YOLOXPAI_*`` environment variables and CLI flags.
+
+Every field is also a ``yoloxpai serve`` flag (``max_batch_size`` -> ``--max-batch-size``); the flag wins over
+the environment. ``service.cli`` generates the flags from these fields (list fields become repeatable singular
+flags: ``--bundle``, ``--api-key``), so flags and variables cannot drift. The field descriptions are the ``--help``
+text. Deployment manifests reference these names; ``tests/deploy`` checks that they exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Backend = Literal["auto", "torchscript", "onnxruntime", "openvino", "tensorrt"]
+
+
+def _split_list(value: object) -> object:
+    """Accept a comma-separated string (env friendly) as well as a list."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told. Units are in the names."""
+
+    model_config = SettingsConfigDict(env_prefix="YOLOXPAI_", extra="ignore", frozen=True)
+
+    # What to serve. A bundle is `PATH` or `NAME=PATH`; none given -> the embedded default model.
+    bundles: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="a bundle to serve, PATH or NAME=PATH (repeatable; env: comma-separated); "
+        "none -> the embedded default model",
+    )
+    # A directory whose sub-directories are bundles (each served under its directory name), like a model repository.
+    model_repository: Path | None = Field(
+        None, description="a directory whose sub-directories are bundles, each served under its directory name"
+    )
+    default_model: str | None = Field(
+        None, description="the model `/v1/detect` and an empty gRPC `model` use (default: the first one)"
+    )
+    backend: Backend = Field("auto", description="runtime for every bundle (auto = the bundle's own format)")
+    device: str = Field("cpu", description="device(s), comma-separated: cpu, cuda:0, cuda:0,cuda:1")
+
+    # Network.
+    host: str = Field("0.0.0.0", description="address both servers bind")
+    http_port: int = Field(8000, ge=0, le=65535, description="REST port (0 = any free port)")
+    grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port (0 = any free port)")
+    tls_cert_file: Path | None = Field(None, description="PEM certificate: serve HTTPS and gRPC over TLS")
+    tls_key_file: Path | None = Field(None, description="PEM private key matching --tls-cert-file")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="accepted API key (repeatable; env: comma-separated); REST `Authorization: Bearer KEY`, "
+        "gRPC metadata `authorization: Bearer KEY`; none -> no authentication",
+    )
+
+    # Batching and concurrency.
+    max_batch_size: int = Field(8, ge=1, le=256, description="largest batch (capped by the bundle's max_batch)")
+    max_queue_delay_ms: float = Field(
+        4.0, ge=0.0, description="longest time the oldest queued request waits for a batch to fill"
+    )
+    eager_dispatch: bool = Field(
+        True,
+        description="send a batch before the delay when no further admitted request is on its way "
+        "(all are queued); off = strict full-or-delay batching",
+    )
+    queue_capacity: int = Field(
+        64, ge=1, description="admitted but not yet running requests per model; beyond -> 503 / UNAVAILABLE"
+    )
+    instances_per_device: int = Field(1, ge=1, description="model instances (sessions) per device and model")
+    inference_threads: int | None = Field(
+        None, ge=1, description="CPU threads per instance's backend session (default: the backend's choice)"
+    )
+    decode_threads: int = Field(2, ge=1, description="threads decoding and preprocessing images")
+    stream_window: int = Field(8, ge=1, description="frames in flight per gRPC stream (backpressure)")
+
+    # Limits.
+    request_timeout_ms: float = Field(
+        30_000.0, gt=0.0, description="default deadline of a request (a shorter client deadline wins)"
+    )
+    max_request_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="largest request body / gRPC message")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="largest image (width * height), checked pre-decode")
+    max_images_per_request: int = Field(16, ge=1, description="images in one REST request")
+    retry_after_s: int = Field(1, ge=0, description="`Retry-After` seconds sent with 503 responses")
+
+    # Lifecycle.
+    shutdown_delay_s: float = Field(
+        0.0,
+        ge=0.0,
+        description="after SIGTERM, report not-ready but keep serving this long (load balancers catch up)",
+    )
+    drain_timeout_s: float = Field(30.0, ge=0.0, description="longest wait for accepted work after SIGTERM")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @field_validator("bundles", "api_keys", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _split_list(value)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be given together")
+        return self
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The ``device`` field split into one entry per device."""
+        return tuple(d.strip() for d in self.device.split(",") if d.strip()) or ("cpu",)

@@ -1,0 +1,1 @@
+"""Test harnesses that load the reference implementations (never imported by product code)."""
