@@ -14,6 +14,7 @@ runs as many times as the longest suppression chain (a handful in practice), eac
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from model.boxes import box_iou, cxcywh_to_xyxy
@@ -82,19 +83,20 @@ def select_top_k(
     boxes: Tensor, scores: Tensor, labels: Tensor, keep: Tensor, max_detections: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Pack kept rows (already score-sorted) into fixed ``[B, K]`` outputs padded with zeros."""
-    b, m = scores.shape
-    k = max_detections
+    b = scores.shape[0]
+    rows = min(max_detections, int(scores.shape[1]))  # int(): a constant K in traced/exported graphs
     kept_scores = torch.where(keep, scores, torch.full_like(scores, -1.0))
-    top, idx = kept_scores.topk(min(k, m), dim=1)
+    top, idx = kept_scores.topk(rows, dim=1)
     present = top >= 0
-    out_boxes = torch.zeros(b, k, 4, dtype=boxes.dtype, device=boxes.device)
-    out_scores = torch.zeros(b, k, dtype=scores.dtype, device=scores.device)
-    out_classes = torch.zeros(b, k, dtype=torch.int32, device=scores.device)
-    kk = idx.shape[1]
-    out_boxes[:, :kk] = torch.where(present[..., None], boxes.gather(1, idx[..., None].expand(b, kk, 4)), 0.0)
-    out_scores[:, :kk] = torch.where(present, top, torch.zeros_like(top))
-    out_classes[:, :kk] = torch.where(present, labels.gather(1, idx), torch.zeros_like(idx)).int()
+    out_boxes = torch.where(present[..., None], boxes.gather(1, idx[..., None].expand(b, rows, 4)), 0.0)
+    out_scores = torch.where(present, top, torch.zeros_like(top))
+    out_classes = torch.where(present, labels.gather(1, idx), torch.zeros_like(idx)).int()
     num_dets = present.sum(dim=1).int()
+    missing = max_detections - rows
+    if missing > 0:  # fewer candidates than K: pad to the fixed output size
+        out_boxes = F.pad(out_boxes, [0, 0, 0, missing])
+        out_scores = F.pad(out_scores, [0, missing])
+        out_classes = F.pad(out_classes, [0, missing])
     return num_dets, out_boxes, out_scores, out_classes
 
 

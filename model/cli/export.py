@@ -1,0 +1,74 @@
+"""``yoloxpai export``: a checkpoint -> a serving bundle (preprocess, model with decode + NMS, meta.json)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _formats(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the command's flags."""
+    parser.add_argument("--weights", required=True, help="checkpoint: ours, official Megvii .pth, EasyCV, .safetensors")
+    parser.add_argument("--arch", help="preset, only for checkpoints that do not record it (Megvii, EasyCV)")
+    parser.add_argument("--out", required=True, help="bundle directory to write")
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        action="extend",
+        type=_formats,
+        help="torchscript|onnx|openvino|tensorrt; repeat or comma-separate for several (default: onnx)",
+    )
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--max-batch", type=int, default=32, help="largest batch the model accepts (dynamic 1..N)")
+    parser.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"), help="input size (multiples of 32)")
+    parser.add_argument("--score-threshold", type=float, default=0.05, help="baked minimum score (obj x cls)")
+    parser.add_argument("--default-score-threshold", type=float, default=0.25, help="requests' default")
+    parser.add_argument("--iou-threshold", type=float, default=0.65)
+    parser.add_argument("--max-detections", type=int, default=100, help="K, detections per image")
+    parser.add_argument("--class-agnostic", action="store_true", help="NMS across classes")
+    parser.add_argument("--pre-nms-topk", type=int, default=1000, help="candidates per image entering NMS")
+    parser.add_argument("--name", help="model name when served (default: the preset)")
+    parser.add_argument("--model-version", default="1")
+    parser.add_argument("--build-engine", action="store_true", help="TensorRT: build the engine now (GPU needed)")
+    parser.add_argument("--no-parity-check", action="store_true", help="skip comparing backends with eager PyTorch")
+    parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export and print the bundle summary with the parity report."""
+    from model.export.bundle import ExportOptions, export_bundle
+    from model.export.e2e import NmsSettings
+
+    try:
+        options = ExportOptions(
+            formats=tuple(dict.fromkeys(args.formats or ["onnx"])),
+            precision=args.precision,
+            max_batch=args.max_batch,
+            input_hw=tuple(args.img_size) if args.img_size else None,
+            nms=NmsSettings(
+                args.score_threshold, args.iou_threshold, args.max_detections, args.class_agnostic, args.pre_nms_topk
+            ),
+            default_score_threshold=args.default_score_threshold,
+            name=args.name,
+            version=args.model_version,
+            parity_check=not args.no_parity_check,
+            build_engine=args.build_engine,
+        )
+        meta, reports = export_bundle(args.weights, args.out, options, arch=args.arch, overwrite=args.force)
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
+        print(f"export failed: {exc}")
+        return 1
+    print(f"wrote bundle {args.out}: {meta.name} v{meta.version} ({meta.arch}, {meta.num_classes} classes)")
+    print(f"  input {meta.input_hw[0]}x{meta.input_hw[1]} {meta.convention.name}, batch 1..{meta.max_batch}")
+    for fmt, artifact in meta.models.items():
+        print(f"  {fmt:<12} {artifact.file:<16} {artifact.precision}")
+    for backend, report in reports.items():
+        status = "ok" if report.ok() else "FAILED"
+        print(
+            f"  parity {backend:<12} {status}: max box diff {report.max_box_diff_px:.4f} px, "
+            f"max score diff {report.max_score_diff:.2e}, count mismatches {report.count_mismatches}"
+        )
+    return 0

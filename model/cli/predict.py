@@ -1,0 +1,81 @@
+"""``yoloxpai predict IMAGE_OR_DIR... --bundle DIR``: print detections, optionally draw them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the command's flags."""
+    parser.add_argument("inputs", nargs="+", help="image files or directories")
+    parser.add_argument("--bundle", required=True, help="bundle directory (from yoloxpai export)")
+    parser.add_argument(
+        "--backend", default="auto", choices=["auto", "torchscript", "onnxruntime", "openvino", "tensorrt"]
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--score-threshold", type=float)
+    parser.add_argument("--max-detections", type=int)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--save-dir", help="write images with boxes and labels drawn here")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image")
+
+
+def collect_images(inputs: list[str]) -> list[Path]:
+    """Expand directories (sorted, image suffixes only); keep files as given."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            paths.append(path)
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict in batches, print, draw."""
+    from model.artifacts import BundleError
+    from model.drawing import draw_detections
+    from model.predictor import Predictor
+
+    try:
+        predictor = Predictor.from_bundle(args.bundle, backend=args.backend, device=args.device, spin=True)
+        predictor.resolve_options(args.score_threshold, args.max_detections)
+    except (BundleError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}")
+        return 1
+    paths = collect_images(args.inputs)
+    if not paths:
+        print("error: no images found")
+        return 1
+    save_dir = Path(args.save_dir) if args.save_dir else None
+    if save_dir:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for start in range(0, len(paths), args.batch_size):
+        chunk = paths[start : start + args.batch_size]
+        import cv2
+
+        images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in chunk]
+        readable = [(p, im) for p, im in zip(chunk, images, strict=True) if im is not None]
+        for p, im in zip(chunk, images, strict=True):
+            if im is None:
+                print(f"error: cannot read image {p}")
+                failures += 1
+        if not readable:
+            continue
+        results = predictor.predict([im for _, im in readable], "bgr", args.score_threshold, args.max_detections)
+        for (path, image), det in zip(readable, results, strict=True):
+            if args.json:
+                print(json.dumps({"image": str(path), **det.to_dict()}))
+            else:
+                print(f"{path}: {len(det)} detections")
+                for box, score, name in zip(det.boxes_xyxy, det.scores, det.class_names, strict=True):
+                    print(f"  {name:<16} {score:.3f}  [{', '.join(f'{v:.1f}' for v in box)}]")
+            if save_dir:
+                cv2.imwrite(str(save_dir / path.name), draw_detections(image, det))
+    return 1 if failures else 0

@@ -1,0 +1,216 @@
+"""``export_bundle``: checkpoint -> reparameterised end-to-end graphs -> bundle directory, parity-checked.
+
+The bundle is written into a temporary sibling directory and renamed into place, so a failed export never
+leaves a half-written bundle behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model.artifacts import (
+    FORMATS,
+    PREPROCESS_FILE,
+    BundleMeta,
+    ModelArtifact,
+    Thresholds,
+    sha256_file,
+    write_bundle_meta,
+)
+from model.checkpoint import load_model
+from model.export.e2e import DecodedNet, EndToEnd, NmsSettings
+from model.export.onnx_export import OPSET, export_onnx
+from model.export.parity import ParityReport, compare_detections, parity_images
+from model.export.torchscript_export import export_torchscript
+from model.fuse import reparameterize
+from model.transforms import Preprocess
+from yoloxpai import __version__
+
+# precision -> formats that support it (the artifact records it; runtimes apply it at load time)
+SUPPORTED_PRECISIONS = {
+    "torchscript": ("fp32", "fp16"),
+    "onnx": ("fp32",),
+    "openvino": ("fp32", "bf16", "fp16"),
+    "tensorrt": ("fp32", "fp16"),
+}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export and with which baked-in settings."""
+
+    formats: tuple[str, ...] = ("onnx",)
+    precision: str = "fp32"
+    max_batch: int = 32
+    input_hw: tuple[int, int] | None = None  # default: the checkpoint's / preset's
+    nms: NmsSettings = NmsSettings()
+    default_score_threshold: float = 0.25
+    name: str | None = None
+    version: str = "1"
+    parity_check: bool = True
+    build_engine: bool = False  # TensorRT: build the engine now (needs a GPU and TensorRT here)
+
+    def __post_init__(self) -> None:
+        if not self.formats:
+            raise ValueError("at least one format is required")
+        for fmt in self.formats:
+            if fmt not in FORMATS:
+                raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+            if self.precision not in SUPPORTED_PRECISIONS[fmt]:
+                raise ValueError(
+                    f"{fmt} does not support {self.precision} (supported: {', '.join(SUPPORTED_PRECISIONS[fmt])})"
+                )
+        if not 1 <= self.max_batch <= 256:
+            raise ValueError(f"max_batch must be in [1, 256], got {self.max_batch}")
+        if not self.nms.score_threshold <= self.default_score_threshold <= 1.0:
+            raise ValueError("default_score_threshold must be between the baked score_threshold and 1")
+
+
+def _write_models(net: DecodedNet, options: ExportOptions, input_hw: tuple[int, int], out: Path) -> dict:
+    models: dict[str, ModelArtifact] = {}
+    if "torchscript" in options.formats:
+        export_torchscript(net, options.nms, out / "model.pt", input_hw)
+        models["torchscript"] = ModelArtifact("torchscript", "model.pt", options.precision)
+    if "onnx" in options.formats or "openvino" in options.formats:
+        onnx_path = export_onnx(EndToEnd(net, options.nms, "onnx"), out / "model.onnx", input_hw)
+        if "openvino" in options.formats:
+            import openvino as ov
+
+            ov.save_model(ov.convert_model(str(onnx_path)), str(out / "model.xml"), compress_to_fp16=False)
+            models["openvino"] = ModelArtifact(
+                "openvino", "model.xml", options.precision, {"weights_file": "model.bin"}
+            )
+        if "onnx" in options.formats:
+            models["onnx"] = ModelArtifact("onnx", "model.onnx", "fp32", {"opset": OPSET})
+        else:
+            onnx_path.unlink()
+    if "tensorrt" in options.formats:
+        trt_onnx = export_onnx(EndToEnd(net, options.nms, "trt"), out / "model.trt.onnx", input_hw)
+        extra: dict = {"opset": OPSET, "nms": "EfficientNMS_TRT", "engine_file": None, "engine_spec": None}
+        if options.build_engine:
+            from model.runtime.tensorrt_engine import build_engine, current_spec
+
+            spec = current_spec(trt_onnx, options.precision, input_hw, options.max_batch, "cuda:0")
+            (out / "model.engine").write_bytes(build_engine(trt_onnx, spec))
+            extra.update(engine_file="model.engine", engine_spec=dataclasses.asdict(spec))
+        models["tensorrt"] = ModelArtifact("tensorrt", "model.trt.onnx", options.precision, extra)
+    return models
+
+
+def export_bundle(
+    weights: str | Path, out_dir: str | Path, options: ExportOptions, arch: str | None = None, overwrite: bool = False
+) -> tuple[BundleMeta, dict[str, ParityReport]]:
+    """Export ``weights`` into a bundle at ``out_dir``; returns its meta and per-backend parity reports."""
+    weights, out_dir = Path(weights), Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists (pass overwrite=True / --force to replace it)")
+    model, info = load_model(weights, arch=arch)
+    cfg = info.config
+    input_hw = tuple(options.input_hw or cfg.input_hw)
+    if input_hw[0] % 32 or input_hw[1] % 32:
+        raise ValueError(f"input size must be multiples of 32, got {input_hw}")
+    eager = copy.deepcopy(model).eval()
+    net = DecodedNet(reparameterize(model), input_hw).eval()
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        torch.jit.script(Preprocess(input_hw, cfg.convention)).save(str(tmp / PREPROCESS_FILE))
+        models = _write_models(net, options, input_hw, tmp)
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        nms = options.nms
+        meta = BundleMeta(
+            name=options.name or cfg.name,
+            version=options.version,
+            arch=cfg.name,
+            config=dataclasses.replace(cfg, input_hw=input_hw).to_dict(),
+            class_names=info.class_names,
+            input_hw=input_hw,
+            convention=cfg.convention,
+            min_batch=1,
+            max_batch=options.max_batch,
+            thresholds=Thresholds(
+                nms.score_threshold,
+                options.default_score_threshold,
+                nms.iou_threshold,
+                nms.max_detections,
+                nms.class_agnostic,
+                nms.pre_nms_topk,
+            ),
+            models=models,
+            files=files,
+            source_checkpoint_sha256=sha256_file(weights),
+            yoloxpai_version=__version__,
+            created_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        )
+        write_bundle_meta(tmp, meta)
+        reports = check_parity(tmp, eager, meta) if options.parity_check else {}
+        failed = {k: r for k, r in reports.items() if not r.ok()}
+        if failed:
+            raise RuntimeError(f"parity check failed: {failed}")
+        tmp.chmod(0o755)  # mkdtemp makes it 0700: a server running as another uid must be able to read it
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta, reports
+
+
+def eager_detections(model: torch.nn.Module, meta: BundleMeta, images: list) -> list:
+    """Reference detections: the un-fused eager model + torch postprocess, same pre/post as the Predictor."""
+    import numpy as np
+
+    from model.letterbox import boxes_to_original, preprocess_image
+    from model.postprocess import postprocess
+    from model.predictor import Detections
+
+    t = meta.thresholds
+    out = []
+    for image in images:
+        x, r = preprocess_image(image, meta.input_hw, meta.convention, "bgr")
+        with torch.no_grad():
+            num, boxes, scores, classes = postprocess(
+                model(torch.from_numpy(x)[None]), t.score_threshold, t.iou_threshold, t.max_detections,
+                t.class_agnostic, t.pre_nms_topk,
+            )  # fmt: skip
+        n = int(num[0])
+        keep = scores[0, :n].numpy() >= t.default_score_threshold
+        cls = classes[0, :n].numpy()[keep].astype(np.int32)
+        out.append(
+            Detections(
+                boxes_to_original(boxes[0, :n].numpy()[keep], r, image.shape[:2]),
+                scores[0, :n].numpy()[keep],
+                cls,
+                tuple(meta.class_names[c] for c in cls),
+                image.shape[:2],
+            )
+        )
+    return out
+
+
+def check_parity(bundle_dir: Path, eager: torch.nn.Module, meta: BundleMeta) -> dict[str, ParityReport]:
+    """Run every CPU-runnable backend of the bundle on the parity images and compare with eager PyTorch."""
+    from model.predictor import Predictor, runtime_available
+
+    images = parity_images()
+    reference = eager_detections(eager, meta, images)
+    reports = {}
+    backends = {"torchscript": "torchscript", "onnx": "onnxruntime", "openvino": "openvino"}
+    for fmt, backend in backends.items():
+        if fmt not in meta.models or not runtime_available(backend):
+            continue
+        if fmt == "openvino" and meta.models[fmt].precision != "fp32":
+            continue  # reduced precision is judged by mAP, not by per-box parity
+        predictor = Predictor.from_bundle(bundle_dir, backend=backend, device="cpu", verify=False)
+        reports[backend] = compare_detections(reference, predictor.predict(images))
+    return reports

@@ -1,0 +1,288 @@
+"""``Predictor``: run a bundle on images of any size — preprocess, batched model, map boxes back.
+
+Torch-free for ONNX Runtime / OpenVINO bundles. The backend is chosen once, at load time. Preprocessing is the
+NumPy/OpenCV twin of the bundle's scripted ``preprocess`` artifact (same geometry, within one intensity level),
+driven by the convention in ``meta.json``, so callers never restate it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from model.artifacts import BundleError, BundleMeta, ModelArtifact, load_bundle_meta
+from model.letterbox import boxes_to_original, preprocess_image
+from model.runtime import RawOutput, Runner
+
+# Preference order when backend="auto" (measured: bench/backends.py; see README "Export").
+CPU_PREFERENCE = ("openvino", "onnxruntime", "torchscript")
+CUDA_PREFERENCE = ("tensorrt", "torchscript", "onnxruntime")
+# Which bundle formats each backend can run, best first (OpenVINO also reads the ONNX graph directly).
+BACKEND_FORMATS = {
+    "onnxruntime": ("onnx",),
+    "openvino": ("openvino", "onnx"),
+    "torchscript": ("torchscript",),
+    "tensorrt": ("tensorrt",),
+}
+_RUNTIME_MODULE = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torchscript": "torch", "tensorrt": "tensorrt"}
+
+ImageInput = np.ndarray | str | Path | bytes
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Detections of one image, in original-image pixels."""
+
+    boxes_xyxy: np.ndarray  # float32 [K, 4], clipped to the image
+    scores: np.ndarray  # float32 [K], descending
+    class_ids: np.ndarray  # int32 [K]
+    class_names: tuple[str, ...]
+    image_hw: tuple[int, int]
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def to_dict(self) -> dict:
+        """JSON-friendly form (the REST response's per-image entry)."""
+        return {
+            "width": self.image_hw[1],
+            "height": self.image_hw[0],
+            "detections": [
+                {
+                    "box": [round(float(v), 2) for v in box],
+                    "score": round(float(s), 5),
+                    "class_id": int(c),
+                    "class_name": n,
+                }
+                for box, s, c, n in zip(self.boxes_xyxy, self.scores, self.class_ids, self.class_names, strict=True)
+            ],
+        }
+
+
+def runtime_available(backend: str) -> bool:
+    """Whether the Python package behind ``backend`` is importable."""
+    return importlib.util.find_spec(_RUNTIME_MODULE[backend]) is not None
+
+
+def select_backend(meta: BundleMeta, backend: str, device: str) -> tuple[str, ModelArtifact]:
+    """Resolve ``auto`` and find the artifact the backend will run; a clear ``BundleError`` otherwise."""
+    if backend == "auto":
+        preference = CUDA_PREFERENCE if device.startswith("cuda") else CPU_PREFERENCE
+        for candidate in preference:
+            if runtime_available(candidate) and any(f in meta.models for f in BACKEND_FORMATS[candidate]):
+                if candidate == "tensorrt" and not device.startswith("cuda"):
+                    continue
+                return select_backend(meta, candidate, device)
+        raise BundleError(
+            f"no installed runtime can run this bundle on {device} (bundle formats: {sorted(meta.models)})"
+        )
+    if backend not in BACKEND_FORMATS:
+        raise ValueError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKEND_FORMATS)}")
+    for fmt in BACKEND_FORMATS[backend]:
+        if fmt in meta.models:
+            return backend, meta.models[fmt]
+    raise BundleError(f"bundle has no artifact for backend {backend!r} (it has: {', '.join(sorted(meta.models))})")
+
+
+def create_runner(
+    bundle_dir: Path,
+    meta: BundleMeta,
+    backend: str,
+    artifact: ModelArtifact,
+    device: str,
+    threads: int | None,
+    spin: bool,
+) -> Runner:
+    """Instantiate the runner for a resolved backend."""
+    path = bundle_dir / artifact.file
+    if backend == "onnxruntime":
+        from model.runtime.onnxruntime_runner import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(path, device, threads, spin=spin)
+    if backend == "openvino":
+        from model.runtime.openvino_runner import OpenVinoRunner
+
+        precision = artifact.precision if artifact.format == "openvino" else "fp32"
+        return OpenVinoRunner(path, device, precision, threads)
+    if backend == "torchscript":
+        from model.runtime.torchscript_runner import TorchScriptRunner
+
+        precision = artifact.precision if device.startswith("cuda") else "fp32"
+        return TorchScriptRunner(path, device, precision, threads)
+    from model.runtime.tensorrt_runner import TensorRTRunner
+
+    engine = artifact.extra.get("engine_file")
+    return TensorRTRunner(
+        path,
+        meta.input_hw,
+        meta.max_batch,
+        device,
+        artifact.precision,
+        prebuilt=bundle_dir / engine if engine else None,
+        prebuilt_spec=artifact.extra.get("engine_spec"),
+    )
+
+
+def load_image(image: ImageInput, channel_order: str = "bgr") -> tuple[np.ndarray, str]:
+    """File path / encoded bytes / uint8 array -> (uint8 [H, W, 3], its channel order)."""
+    if isinstance(image, str | Path):
+        decoded = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise ValueError(f"cannot read image file {image}")
+        return decoded, "bgr"
+    if isinstance(image, bytes | bytearray | memoryview):
+        decoded = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise ValueError("cannot decode image bytes (not a supported image format, or truncated)")
+        return decoded, "bgr"
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"unsupported image type {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image arrays must be uint8, got {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), "bgr"
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or 0 in image.shape:
+        raise ValueError(f"image arrays must be [H, W, 3] (or [H, W, 4] / [H, W]), got {list(image.shape)}")
+    return (image[..., :3] if image.shape[2] == 4 else image), channel_order
+
+
+class Predictor:
+    """A loaded bundle on one device; ``predict`` for convenience, ``preprocess``/``infer``/``postprocess`` for
+    servers that batch across requests. One instance per thread (use :meth:`clone` for a pool)."""
+
+    def __init__(self, bundle_dir: Path, meta: BundleMeta, runner: Runner, threads: int | None, spin: bool) -> None:
+        self.bundle_dir = bundle_dir
+        self.meta = meta
+        self.runner = runner
+        self._threads = threads
+        self._spin = spin
+
+    @classmethod
+    def from_bundle(
+        cls,
+        path: str | Path,
+        backend: str = "auto",
+        device: str = "cpu",
+        threads: int | None = None,
+        spin: bool = False,
+        verify: bool = True,
+    ) -> Predictor:
+        """Load and verify a bundle (schema, sha256 of every file) and start its backend."""
+        bundle_dir = Path(path)
+        meta = load_bundle_meta(bundle_dir, verify=verify)
+        resolved, artifact = select_backend(meta, backend, device)
+        runner = create_runner(bundle_dir, meta, resolved, artifact, device, threads, spin)
+        return cls(bundle_dir, meta, runner, threads, spin)
+
+    def clone(self) -> Predictor:
+        """Another predictor on the same bundle and backend with its own session (for another worker)."""
+        return Predictor.from_bundle(
+            self.bundle_dir, self.backend, self.device, self._threads, self._spin, verify=False
+        )
+
+    @property
+    def backend(self) -> str:
+        """The resolved backend name."""
+        return self.runner.backend
+
+    @property
+    def device(self) -> str:
+        """The device the model runs on."""
+        return self.runner.device
+
+    @property
+    def precision(self) -> str:
+        """The precision the backend actually runs at."""
+        return self.runner.precision
+
+    def resolve_options(self, score_threshold: float | None, max_detections: int | None) -> tuple[float, int]:
+        """Request options -> effective values; ``ValueError`` outside what the bundle's graph can deliver."""
+        t = self.meta.thresholds
+        score = t.default_score_threshold if score_threshold is None else float(score_threshold)
+        if not t.score_threshold <= score <= 1.0:
+            raise ValueError(f"score_threshold must be in [{t.score_threshold}, 1] for this model, got {score}")
+        k = t.max_detections if max_detections is None else int(max_detections)
+        if not 1 <= k <= t.max_detections:
+            raise ValueError(f"max_detections must be in [1, {t.max_detections}] for this model, got {k}")
+        return score, k
+
+    def preprocess(self, image: np.ndarray, channel_order: str = "bgr") -> tuple[np.ndarray, float]:
+        """uint8 [H, W, 3] -> (float32 [3, H_in, W_in], r). Thread-safe."""
+        return preprocess_image(image, self.meta.input_hw, self.meta.convention, channel_order)
+
+    def infer(self, batch: np.ndarray) -> RawOutput:
+        """float32 [B, 3, H_in, W_in] -> RawOutput; batches above ``max_batch`` run in chunks."""
+        expected = (3, *self.meta.input_hw)
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
+            raise ValueError(f"expected a batch [B, {', '.join(map(str, expected))}], got {list(batch.shape)}")
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        step = self.meta.max_batch
+        if batch.shape[0] <= step:
+            return self._checked(self.runner.run(batch), batch.shape[0])
+        chunks = [batch[i : i + step] for i in range(0, len(batch), step)]
+        parts = [self._checked(self.runner.run(chunk), len(chunk)) for chunk in chunks]
+        return RawOutput(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
+
+    @staticmethod
+    def _checked(raw: RawOutput, batch_size: int) -> RawOutput:
+        if raw.num_dets.shape[0] != batch_size or raw.boxes.shape[0] != batch_size:
+            raise RuntimeError(f"backend returned {raw.num_dets.shape[0]} results for {batch_size} images")
+        return raw
+
+    def postprocess(
+        self,
+        raw: RawOutput,
+        index: int,
+        r: float,
+        image_hw: tuple[int, int],
+        score_threshold: float | None = None,
+        max_detections: int | None = None,
+        class_ids: Iterable[int] | None = None,
+    ) -> Detections:
+        """Row ``index`` of a batch result -> Detections in original pixels (clipped), filtered and capped."""
+        score_min, k = self.resolve_options(score_threshold, max_detections)
+        n = int(raw.num_dets[index])
+        scores = raw.scores[index, :n]
+        classes = raw.classes[index, :n]
+        keep = scores >= score_min
+        if class_ids is not None:
+            keep &= np.isin(classes, np.fromiter(class_ids, dtype=np.int32))
+        keep_idx = np.nonzero(keep)[0][:k]
+        boxes = boxes_to_original(raw.boxes[index, keep_idx], r, image_hw)
+        classes = classes[keep_idx].astype(np.int32)
+        names = tuple(self.meta.class_names[c] for c in classes)
+        return Detections(boxes, scores[keep_idx].astype(np.float32), classes, names, image_hw)
+
+    def predict(
+        self,
+        images: Sequence[ImageInput] | ImageInput,
+        channel_order: str = "bgr",
+        score_threshold: float | None = None,
+        max_detections: int | None = None,
+        class_ids: Iterable[int] | None = None,
+    ) -> list[Detections]:
+        """Detect objects in images of any sizes (arrays in ``channel_order``, file paths, encoded bytes)."""
+        if isinstance(images, np.ndarray | str | Path | bytes):
+            images = [images]
+        self.resolve_options(score_threshold, max_detections)  # fail before any work
+        loaded = [load_image(image, channel_order) for image in images]
+        if not loaded:
+            return []
+        prepared = [self.preprocess(img, order) for img, order in loaded]
+        raw = self.infer(np.stack([tensor for tensor, _ in prepared]))
+        wanted = None if class_ids is None else list(class_ids)
+        return [
+            self.postprocess(raw, i, r, img.shape[:2], score_threshold, max_detections, wanted)
+            for i, ((img, _), (_, r)) in enumerate(zip(loaded, prepared, strict=True))
+        ]
+
+    def warmup(self, batch_sizes: Iterable[int] | None = None) -> None:
+        """Run every batch size once (runtimes specialise per shape; the first call at a size is slow)."""
+        sizes = range(self.meta.min_batch, self.meta.max_batch + 1) if batch_sizes is None else batch_sizes
+        for b in sizes:
+            self.runner.run(np.zeros((b, 3, *self.meta.input_hw), np.float32))
