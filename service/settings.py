@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         description="send a batch before the delay when no further admitted request is on its way "
         "(all are queued); off = strict full-or-delay batching",
     )
+    tune_batch_size: bool = Field(
+        True,
+        description="at warm-up, time each batch size and batch no larger than the fastest per image "
+        "(on CPUs large batches are often slower per image)",
+    )
     queue_capacity: int = Field(
         64, ge=1, description="admitted but not yet running requests per model; beyond -> 503 / UNAVAILABLE"
     )

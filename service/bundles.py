@@ -1,0 +1,93 @@
+"""Which bundles to serve under which names, and loading their predictors.
+
+Sources, in order: ``--bundle PATH`` / ``--bundle NAME=PATH`` (repeatable), then each sub-directory of
+``--model-repository`` (named after the directory); with neither, the embedded default model
+(``model.artifacts.default_bundle_dir()``). The only place in ``service`` that imports ``model`` (the bundle
+API: ``model.artifacts`` and ``model.predictor``), and it does so lazily so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.settings import Settings
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+# (path, backend, device, threads) -> a Predictor (``model.predictor.Predictor`` or a test double).
+PredictorLoader = Callable[[Path, str, str, "int | None"], Any]
+
+
+class ConfigError(Exception):
+    """The bundle configuration cannot be served (missing default model, duplicate names, bad bundle)."""
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """One bundle directory and the name to serve it under (``None`` = the name in its meta)."""
+
+    path: Path
+    name: str | None = None
+
+
+def parse_bundle(entry: str) -> BundleSpec:
+    """``PATH`` or ``NAME=PATH`` -> spec (a path that merely contains ``=`` stays a path)."""
+    name, sep, path = entry.partition("=")
+    if sep and _NAME.match(name) and path:
+        return BundleSpec(Path(path).expanduser(), name)
+    return BundleSpec(Path(entry).expanduser())
+
+
+def default_bundle_dir() -> Path:
+    """The embedded default model's directory (from the model package)."""
+    from model.artifacts import default_bundle_dir as model_default
+
+    return Path(model_default())
+
+
+def bundle_specs(settings: Settings) -> list[BundleSpec]:
+    """Every bundle the settings ask for, in serving order (the first is the default model)."""
+    specs = [parse_bundle(entry) for entry in settings.bundles]
+    if settings.model_repository is not None:
+        repo = settings.model_repository
+        if not repo.is_dir():
+            raise ConfigError(f"model repository {repo} is not a directory")
+        subdirs = sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not subdirs:
+            raise ConfigError(f"model repository {repo} holds no bundle directories")
+        specs += [BundleSpec(p, p.name) for p in subdirs]
+    for spec in specs:
+        if not spec.path.is_dir():
+            raise ConfigError(f"bundle directory {spec.path} does not exist")
+    if specs:
+        return specs
+    path = default_bundle_dir()
+    if not path.is_dir():
+        raise ConfigError(
+            f"no --bundle given and the embedded default model is missing ({path}); "
+            "export one with `yoloxpai export` and pass --bundle DIR"
+        )
+    return [BundleSpec(path)]
+
+
+def load_predictor(path: Path, backend: str, device: str, threads: int | None) -> Any:
+    """Load one predictor instance; bundle problems become ``ConfigError`` naming the bundle."""
+    from model.artifacts import BundleError
+    from model.predictor import Predictor
+
+    try:
+        return Predictor.from_bundle(path, backend=backend, device=device, threads=threads)
+    except (BundleError, FileNotFoundError) as exc:
+        raise ConfigError(f"cannot load bundle {path}: {exc}") from exc
+
+
+def model_version(meta: Any, path: Path) -> str:
+    """The version a bundle is served as: its meta's ``version``, a numeric directory name, or "1"."""
+    version = getattr(meta, "version", None)
+    if version not in (None, ""):
+        return str(version)
+    return path.name if path.name.isdigit() else "1"

@@ -1,0 +1,91 @@
+"""``yoloxpai serve``: flags generated from :class:`service.settings.Settings`, so flags and env vars never drift.
+
+Each field ``foo_bar`` becomes ``--foo-bar`` (list fields: a repeatable singular flag, ``bundles`` ->
+``--bundle``, ``api_keys`` -> ``--api-key``; booleans: ``--x`` / ``--no-x``). Only flags given on the command
+line are passed to ``Settings``, where init values beat ``YOLOXPAI_*`` variables: a flag wins over the env.
+Heavy imports (uvicorn, grpc, onnxruntime) happen inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from service.settings import Settings
+
+
+def _is_list(annotation: Any) -> bool:
+    return any(typing.get_origin(arg) is list for arg in (annotation, *typing.get_args(annotation)))
+
+
+def flag_name(field: str) -> str:
+    """The CLI flag of a Settings field."""
+    name = field[:-1] if _is_list(Settings.model_fields[field].annotation) and field.endswith("s") else field
+    return "--" + name.replace("_", "-")
+
+
+def _scalar_type(annotation: Any) -> tuple[type | None, tuple[Any, ...] | None]:
+    # (converter, choices) for Optional/Literal/plain annotations.
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return type(typing.get_args(annotation)[0]), typing.get_args(annotation)
+    if args and annotation not in (int, float, str, bool, Path):
+        return _scalar_type(args[0])
+    return annotation if annotation in (int, float, str, Path) else str, None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field; defaults are SUPPRESS so only given flags reach Settings."""
+    for field, info in Settings.model_fields.items():
+        env = f"YOLOXPAI_{field.upper()}"
+        default = info.get_default(call_default_factory=True)
+        help_text = f"{info.description or field} (env {env}; default {default!r})"
+        kwargs: dict[str, Any] = {"dest": field, "default": argparse.SUPPRESS, "help": help_text}
+        if _is_list(info.annotation):
+            parser.add_argument(flag_name(field), action="append", metavar="VALUE", **kwargs)
+        elif info.annotation is bool:
+            parser.add_argument(flag_name(field), action=argparse.BooleanOptionalAction, **kwargs)
+        else:
+            converter, choices = _scalar_type(info.annotation)
+            parser.add_argument(flag_name(field), type=converter, choices=choices, metavar=field.upper(), **kwargs)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the given flags, the environment and the defaults (in that order of precedence)."""
+    given = {field: getattr(args, field) for field in Settings.model_fields if hasattr(args, field)}
+    return Settings(**given)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT."""
+    import asyncio
+
+    from pydantic import ValidationError
+
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        print(f"yoloxpai serve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    import cv2
+
+    from service.bundles import ConfigError
+    from service.server import serve
+
+    # Decode failures are answered to the client; OpenCV's own stderr report of each would only be noise.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
+    try:
+        return asyncio.run(serve(settings))
+    except ConfigError as exc:
+        print(f"yoloxpai serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # port in use, unreadable TLS files, ...
+        print(f"yoloxpai serve: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,140 @@
+"""The one interface between the front ends (REST, gRPC, later OIP) and the model: :class:`Engine`.
+
+Transports decode their wire format into :mod:`service.imaging` inputs and :class:`DetectOptions`, call
+``detect``/``detect_many``, and encode a :class:`DetectResult`; they never see batching, workers or predictors.
+Everything here is protocol-agnostic: the protocol is only a label on request metrics. Imports nothing from
+``model`` (the implementation, ``service.batched_engine``, does).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.imaging import ImageInput
+from service.stats import StatsSnapshot
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """Per-request postprocessing options; ``None`` = the model's default.
+
+    ``classes`` may mix class ids and class names; the engine resolves and validates them per model.
+    """
+
+    score_threshold: float | None = None
+    max_detections: int | None = None
+    classes: tuple[int | str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    """Where one image's time went, in milliseconds."""
+
+    decode_ms: float = 0.0  # decode + preprocess (letterbox, normalise)
+    queue_ms: float = 0.0  # enqueue -> batch start
+    inference_ms: float = 0.0  # backend call for the whole batch
+    postprocess_ms: float = 0.0  # postprocessing for the whole batch
+
+
+@dataclass(frozen=True)
+class DetectResult:
+    """Detections for one image, boxes in original-image pixels."""
+
+    model: str
+    model_version: str
+    width: int
+    height: int
+    boxes_xyxy: np.ndarray  # float32 [K, 4]
+    scores: np.ndarray  # float32 [K]
+    class_ids: np.ndarray  # int32 [K]
+    class_names: tuple[str, ...]  # [K], one per detection
+    timing: StageTiming = field(default_factory=StageTiming)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``GET /v1/models`` and ``ListModels`` report about a served model."""
+
+    name: str
+    version: str
+    class_names: tuple[str, ...]
+    input_hw: tuple[int, int]
+    backend: str
+    devices: tuple[str, ...]
+    instances: int  # model instances over all devices
+    max_batch_size: int  # effective: min(server setting, bundle limit)
+    max_queue_delay_ms: float
+    queue_capacity: int
+    score_threshold: float  # lowest threshold a request may ask for (baked into the bundle)
+    default_score_threshold: float
+    max_detections: int
+    path: str
+
+
+class Engine(abc.ABC):
+    """Decode -> dynamic batcher -> worker pool -> postprocess, shared by every front end."""
+
+    @abc.abstractmethod
+    async def detect(
+        self,
+        image: ImageInput,
+        *,
+        model: str | None = None,
+        options: DetectOptions | None = None,
+        timeout_s: float | None = None,
+    ) -> DetectResult:
+        """Detect objects in one image.
+
+        Raises the ``service.errors`` domain errors; ``timeout_s`` is the client's deadline (the server's
+        ``request_timeout_ms`` caps it). Cancelling the awaiting task drops the request before compute.
+        """
+
+    @abc.abstractmethod
+    async def detect_many(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        model: str | None = None,
+        options: DetectOptions | None = None,
+        timeout_s: float | None = None,
+    ) -> list[DetectResult]:
+        """Detect objects in several images of one request: admitted together, batched with everyone else,
+        failing (and cancelling the rest) on the first error."""
+
+    @abc.abstractmethod
+    def models(self) -> list[ModelInfo]:
+        """The served models, default first."""
+
+    @abc.abstractmethod
+    def model_info(self, name: str | None = None) -> ModelInfo:
+        """One model (``None`` = the default); raises ``ModelNotFound``."""
+
+    @abc.abstractmethod
+    def statistics(self, name: str) -> StatsSnapshot:
+        """Triton-style per-model statistics (for a later ``/v2/models/{m}/stats``)."""
+
+    @abc.abstractmethod
+    def is_live(self) -> bool:
+        """The process is up (even while loading)."""
+
+    @abc.abstractmethod
+    def is_ready(self) -> bool:
+        """Every model is loaded and warmed up, every batcher runs, and the server is not draining."""
+
+    @property
+    @abc.abstractmethod
+    def draining(self) -> asyncio.Event:
+        """Set when shutdown begins: long-lived streams stop taking frames and finish."""
+
+    @abc.abstractmethod
+    def observe_request(self, protocol: str, model: str, code: str, duration_s: float) -> None:
+        """Record one transport request (``protocol``: rest, grpc, oip_rest, oip_grpc; ``code``: ok or error)."""
+
+    @abc.abstractmethod
+    def metrics_text(self) -> bytes:
+        """The Prometheus exposition text."""

@@ -1,0 +1,126 @@
+"""Domain errors of the service and their one mapping to HTTP statuses and gRPC codes.
+
+The engine, the decoders and the transports raise these; each front end maps them through the tables below and
+nowhere else. ``code`` is the stable machine-readable name sent to clients (``{"error": {"code", "message"}}``,
+the in-band status of a stream frame) and used as the ``code`` label of ``yoloxpai_requests_total``.
+Imports nothing from ``model``.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class ServiceError(Exception):
+    """Base of every error a client may see; ``code`` names it on the wire."""
+
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidImage(ServiceError):
+    """The bytes are not a decodable JPEG/PNG/WebP/BMP image, or raw pixels do not match their shape."""
+
+    code = "invalid_image"
+
+
+class InvalidOption(ServiceError):
+    """A request option (threshold, class filter, field type, ...) is invalid."""
+
+    code = "invalid_option"
+
+
+class PayloadTooLarge(ServiceError):
+    """The body exceeds ``max_request_bytes`` or an image exceeds ``max_image_pixels``."""
+
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    """The declared content type is not one the endpoint accepts."""
+
+    code = "unsupported_media_type"
+
+
+class ModelNotFound(ServiceError):
+    """No model is served under the requested name."""
+
+    code = "model_not_found"
+
+
+class Unauthenticated(ServiceError):
+    """API keys are configured and the request carries none or a wrong one."""
+
+    code = "unauthenticated"
+
+
+class Overloaded(ServiceError):
+    """The model's queue is full; retry later (``Retry-After``)."""
+
+    code = "overloaded"
+
+
+class NotReady(ServiceError):
+    """The server is still loading/warming up, or draining after SIGTERM."""
+
+    code = "not_ready"
+
+    def __init__(self, message: str, *, draining: bool = False) -> None:
+        super().__init__(message)
+        self.draining = draining
+
+
+class DeadlineExceeded(ServiceError):
+    """The request's deadline passed before it was answered."""
+
+    code = "deadline_exceeded"
+
+
+class InferenceFailed(ServiceError):
+    """The backend raised while running a batch (only that batch's requests fail)."""
+
+    code = "internal"
+
+
+HTTP_STATUS: dict[type[ServiceError], int] = {
+    InvalidImage: 400,
+    InvalidOption: 400,
+    Unauthenticated: 401,
+    ModelNotFound: 404,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    InferenceFailed: 500,
+    Overloaded: 503,
+    NotReady: 503,
+    DeadlineExceeded: 504,
+}
+
+GRPC_CODE: dict[type[ServiceError], grpc.StatusCode] = {
+    InvalidImage: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidOption: grpc.StatusCode.INVALID_ARGUMENT,
+    # gRPC has no "unsupported media type": an encoded image in an unknown format is an invalid argument.
+    UnsupportedMediaType: grpc.StatusCode.INVALID_ARGUMENT,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    InferenceFailed: grpc.StatusCode.INTERNAL,
+    Overloaded: grpc.StatusCode.UNAVAILABLE,
+    NotReady: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+# Errors after which a retry (elsewhere or later) is the right reaction: REST adds `Retry-After`.
+RETRYABLE: tuple[type[ServiceError], ...] = (Overloaded, NotReady)
+
+
+def http_status(error: ServiceError) -> int:
+    """The HTTP status for ``error`` (500 for anything not in the table)."""
+    return HTTP_STATUS.get(type(error), 500)
+
+
+def grpc_code(error: ServiceError) -> grpc.StatusCode:
+    """The gRPC status code for ``error`` (INTERNAL for anything not in the table)."""
+    return GRPC_CODE.get(type(error), grpc.StatusCode.INTERNAL)

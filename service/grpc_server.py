@@ -1,0 +1,303 @@
+"""gRPC front end (grpc.aio): ``yoloxpai.v1.Detector`` + ``grpc.health.v1`` + server reflection.
+
+Thin: protobuf -> engine inputs -> ``engine.detect`` -> protobuf; domain errors become statuses through
+``service.errors.GRPC_CODE`` (unary calls) or an in-band ``Status`` (stream frames). The only module that imports
+the generated ``service.pb`` code on the server side. ``create_server`` returns a bound, not yet started server so
+tests can bind port 0. Imports nothing from ``model``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from service import errors
+from service.engine import DetectOptions, DetectResult, Engine
+from service.errors import InvalidImage, ServiceError, Unauthenticated
+from service.imaging import EncodedImage, ImageInput, RawImage
+from service.pb.yoloxpai.v1 import detection_pb2 as pb
+from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
+from service.settings import Settings
+
+PROTOCOL = "grpc"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Detector"].full_name  # "yoloxpai.v1.Detector"
+_CHANNEL_ORDER = {pb.CHANNEL_ORDER_UNSPECIFIED: "bgr", pb.CHANNEL_ORDER_BGR: "bgr", pb.CHANNEL_ORDER_RGB: "rgb"}
+# gRPC's own floor for the message limit: a 4 MB default rejects ordinary camera frames sent raw.
+MIN_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def request_to_inputs(request: pb.DetectRequest) -> tuple[ImageInput, DetectOptions]:
+    """Protobuf request -> engine image input and options."""
+    kind = request.image.WhichOneof("data")
+    if kind == "encoded":
+        image: ImageInput = EncodedImage(request.image.encoded)
+    elif kind == "raw":
+        raw = request.image.raw
+        if raw.channel_order not in _CHANNEL_ORDER:
+            raise InvalidImage(f"unknown channel order {raw.channel_order}")
+        image = RawImage(raw.pixels, raw.width, raw.height, _CHANNEL_ORDER[raw.channel_order])
+    else:
+        raise InvalidImage("the request has no image: set image.encoded or image.raw")
+    classes = (*request.class_ids, *request.class_names)
+    options = DetectOptions(
+        score_threshold=request.score_threshold if request.HasField("score_threshold") else None,
+        max_detections=request.max_detections if request.HasField("max_detections") else None,
+        classes=classes or None,
+    )
+    return image, options
+
+
+def result_to_pb(result: DetectResult, frame_id: int = 0, total_ms: float = 0.0) -> pb.DetectResponse:
+    """Engine result -> protobuf response."""
+    detections = [
+        pb.Detection(box=pb.Box(x1=b[0], y1=b[1], x2=b[2], y2=b[3]), score=s, class_id=c, class_name=n)
+        for b, s, c, n in zip(
+            result.boxes_xyxy.tolist(),
+            result.scores.tolist(),
+            result.class_ids.tolist(),
+            result.class_names,
+            strict=True,
+        )
+    ]
+    t = result.timing
+    return pb.DetectResponse(
+        model=result.model,
+        model_version=result.model_version,
+        width=result.width,
+        height=result.height,
+        detections=detections,
+        timing=pb.Timing(
+            decode_ms=t.decode_ms,
+            queue_ms=t.queue_ms,
+            inference_ms=t.inference_ms,
+            postprocess_ms=t.postprocess_ms,
+            total_ms=total_ms,
+        ),
+        frame_id=frame_id,
+    )
+
+
+def error_status(error: ServiceError) -> pb.Status:
+    """A domain error as an in-band frame status."""
+    return pb.Status(code=errors.grpc_code(error).value[0], error=error.code, message=error.message)
+
+
+class DetectorServicer(pb_grpc.DetectorServicer):
+    """``yoloxpai.v1.Detector`` over an :class:`Engine`."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._keys = [key.encode() for key in settings.api_keys]
+
+    def _check_key(self, context: grpc.aio.ServicerContext) -> None:
+        if not self._keys:
+            return
+        metadata = dict(context.invocation_metadata() or ())
+        scheme, _, token = str(metadata.get("authorization", "")).partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("missing API key: send metadata `authorization: Bearer <key>`")
+        if not any([hmac.compare_digest(token.strip().encode(), key) for key in self._keys]):
+            raise Unauthenticated("invalid API key")
+
+    def _label(self, name: str) -> str:
+        names = [info.name for info in self._engine.models()]
+        if not name:
+            return names[0] if names else ""
+        return name if name in names else ""
+
+    async def _abort(self, context: grpc.aio.ServicerContext, error: ServiceError) -> None:
+        trailing = (("retry-after", str(self._settings.retry_after_s)),) if isinstance(error, errors.RETRYABLE) else ()
+        await context.abort(errors.grpc_code(error), error.message, trailing_metadata=trailing)
+
+    async def Detect(self, request: pb.DetectRequest, context: grpc.aio.ServicerContext) -> pb.DetectResponse:
+        """One image; errors are call statuses."""
+        start = time.perf_counter()
+        code = "ok"
+        try:
+            self._check_key(context)
+            image, options = request_to_inputs(request)
+            result = await self._engine.detect(
+                image, model=request.model or None, options=options, timeout_s=context.time_remaining()
+            )
+            return result_to_pb(result, request.frame_id, (time.perf_counter() - start) * 1000.0)
+        except ServiceError as exc:
+            code = exc.code
+            await self._abort(context, exc)  # raises: ends the call with the mapped status
+        except asyncio.CancelledError:
+            code = "cancelled"
+            raise
+        finally:
+            self._engine.observe_request(PROTOCOL, self._label(request.model), code, time.perf_counter() - start)
+
+    async def _frame(self, request: pb.DetectRequest, context: grpc.aio.ServicerContext) -> pb.DetectResponse:
+        # One stream frame; never raises a domain error (it is answered in band).
+        start = time.perf_counter()
+        code = "ok"
+        try:
+            image, options = request_to_inputs(request)
+            result = await self._engine.detect(
+                image, model=request.model or None, options=options, timeout_s=context.time_remaining()
+            )
+            response = result_to_pb(result, request.frame_id, (time.perf_counter() - start) * 1000.0)
+            response.status.code = grpc.StatusCode.OK.value[0]
+            return response
+        except ServiceError as exc:
+            code = exc.code
+            return pb.DetectResponse(model=request.model, frame_id=request.frame_id, status=error_status(exc))
+        except asyncio.CancelledError:
+            code = "cancelled"
+            raise
+        finally:
+            self._engine.observe_request(PROTOCOL, self._label(request.model), code, time.perf_counter() - start)
+
+    async def DetectStream(
+        self, request_iterator: AsyncIterator[pb.DetectRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.DetectResponse]:
+        """Frames in, responses out in the same order; at most ``stream_window`` frames in flight."""
+        try:
+            self._check_key(context)
+        except ServiceError as exc:
+            await self._abort(context, exc)
+        draining = self._engine.draining
+        window = self._settings.stream_window
+        inflight: deque[asyncio.Task] = deque()
+        frames = request_iterator.__aiter__()
+        read: asyncio.Task | None = None
+        drain_wait = asyncio.ensure_future(draining.wait())
+        input_done = False
+        try:
+            while True:
+                # Read only while the window has room: otherwise gRPC flow control holds the sender back.
+                if read is None and not input_done and not draining.is_set() and len(inflight) < window:
+                    read = asyncio.ensure_future(frames.__anext__())
+                waiters: set[asyncio.Future] = {inflight[0]} if inflight else set()
+                if read is not None:
+                    waiters |= {read, drain_wait}
+                if not waiters:
+                    break
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if read is not None and read.done():
+                    try:
+                        request = read.result()
+                    except StopAsyncIteration:
+                        input_done = True
+                    else:
+                        inflight.append(asyncio.ensure_future(self._frame(request, context)))
+                    read = None
+                elif read is not None and draining.is_set():
+                    read.cancel()  # shutting down: frames not read yet were never accepted
+                    read = None
+                while inflight and inflight[0].done():
+                    yield inflight.popleft().result()
+            if draining.is_set():
+                context.set_trailing_metadata((("yoloxpai-stream-end", "draining"),))
+        finally:
+            # Client cancel / deadline / error: cancelling the frames drops any still queued before compute.
+            for task in (read, drain_wait, *inflight):
+                if task is not None:
+                    task.cancel()
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        """The served models, default first."""
+        try:
+            self._check_key(context)
+        except ServiceError as exc:
+            await self._abort(context, exc)
+        models = []
+        for i, info in enumerate(self._engine.models()):
+            models.append(
+                pb.ModelInfo(
+                    name=info.name,
+                    version=info.version,
+                    default=i == 0,
+                    classes=info.class_names,
+                    input_height=info.input_hw[0],
+                    input_width=info.input_hw[1],
+                    backend=info.backend,
+                    devices=info.devices,
+                    instances=info.instances,
+                    max_batch_size=info.max_batch_size,
+                    max_queue_delay_ms=info.max_queue_delay_ms,
+                    queue_capacity=info.queue_capacity,
+                    min_score_threshold=info.score_threshold,
+                    default_score_threshold=info.default_score_threshold,
+                    max_detections=info.max_detections,
+                )
+            )
+        return pb.ListModelsResponse(models=models)
+
+
+class EngineHealthServicer(health_aio.HealthServicer):
+    """``grpc.health.v1.Health`` whose ``Check`` reads the engine's readiness live (Watch gets pushed updates)."""
+
+    SERVICES = ("", SERVICE_NAME)
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self._engine = engine
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        """SERVING when the engine is ready."""
+        if request.service not in self.SERVICES:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        serving = self._engine.is_ready()
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def publish(self) -> None:
+        """Push the current readiness to ``Watch`` subscribers."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self._engine.is_ready()
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in self.SERVICES:
+            await self.set(service, status)
+
+
+def message_limit_bytes(settings: Settings) -> int:
+    """gRPC send/receive limit: the request byte limit plus framing room, never under 16 MB."""
+    return max(MIN_MESSAGE_BYTES, settings.max_request_bytes + 64 * 1024)
+
+
+def create_server(
+    engine: Engine, settings: Settings, port: int | None = None
+) -> tuple[grpc.aio.Server, int, EngineHealthServicer]:
+    """Build and bind (not start) the gRPC server; returns ``(server, bound port, health servicer)``."""
+    limit = message_limit_bytes(settings)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share traffic
+        ]
+    )
+    pb_grpc.add_DetectorServicer_to_server(DetectorServicer(engine, settings), server)
+    health = EngineHealthServicer(engine)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
+    address = f"{settings.host}:{settings.grpc_port if port is None else port}"
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        credentials = grpc.ssl_server_credentials(
+            [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
+        )
+        bound = server.add_secure_port(address, credentials)
+    else:
+        bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC to {address}")
+    return server, bound, health

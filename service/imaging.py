@@ -1,0 +1,189 @@
+"""Image inputs: media-type checks, header sniffing (size before decode) and OpenCV decoding.
+
+Owns the two wire-neutral image inputs (:class:`EncodedImage`, :class:`RawImage`) and turns either into a
+``uint8 [H, W, 3]`` array. Dimensions are read from the file header first, so a 50000 x 50000 PNG is refused with
+``PayloadTooLarge`` before any pixel memory is allocated. Functions here are blocking (the engine runs them in the
+decode thread pool). Imports nothing from ``model``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from service.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
+
+ImageFormat = Literal["jpeg", "png", "webp", "bmp"]
+ChannelOrder = Literal["bgr", "rgb"]
+
+# Content types a raw body (or a multipart part) may declare; octet-stream / none -> sniff the bytes.
+IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/jpg", "image/png", "image/webp", "image/bmp", "image/x-ms-bmp"})
+SNIFFED_MEDIA_TYPES = frozenset({"", "application/octet-stream"})
+
+# JPEG start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not frames.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RSTn, SOI: no length field
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """A compressed image as sent by the client; ``media_type`` is the declared type (may be empty)."""
+
+    data: bytes
+    media_type: str = ""
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """Raw interleaved uint8 pixels, ``height * width * 3`` bytes in ``channel_order``."""
+
+    pixels: bytes
+    width: int
+    height: int
+    channel_order: ChannelOrder = "bgr"
+
+
+ImageInput = EncodedImage | RawImage
+
+
+def check_media_type(content_type: str | None) -> str:
+    """Normalise a ``Content-Type`` and refuse types that cannot be images (``UnsupportedMediaType``)."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type in IMAGE_MEDIA_TYPES or media_type in SNIFFED_MEDIA_TYPES:
+        return media_type
+    raise UnsupportedMediaType(
+        f"unsupported media type {media_type!r}: send image/jpeg, image/png, image/webp or image/bmp"
+    )
+
+
+def sniff_format(data: bytes) -> ImageFormat | None:
+    """The image format from the magic bytes, or None."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data.startswith(b"BM"):
+        return "bmp"
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            raise InvalidImage("corrupt JPEG: marker expected")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            i += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, i + 2)
+        if marker in _JPEG_SOF:
+            if i + 9 > n:
+                break
+            height, width = struct.unpack_from(">HH", data, i + 5)
+            return width, height
+        if marker == 0xDA:  # start of scan before any frame header
+            raise InvalidImage("corrupt JPEG: no frame header before the scan")
+        i += 2 + length
+    raise InvalidImage("truncated JPEG: no frame header")
+
+
+def _webp_size(data: bytes) -> tuple[int, int]:
+    if len(data) < 30:
+        raise InvalidImage("truncated WebP header")
+    (riff_size,) = struct.unpack_from("<I", data, 4)
+    if riff_size + 8 > len(data):
+        raise InvalidImage("truncated WebP: the RIFF size exceeds the data")
+    chunk = data[12:16]
+    if chunk == b"VP8 ":  # lossy: 14-bit sizes after the 3-byte start code
+        w, h = struct.unpack_from("<HH", data, 26)
+        return w & 0x3FFF, h & 0x3FFF
+    if chunk == b"VP8L":  # lossless: (w-1, h-1) packed in 14-bit fields
+        (bits,) = struct.unpack_from("<I", data, 21)
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # extended: 24-bit (w-1, h-1)
+        w = int.from_bytes(data[24:27], "little") + 1
+        h = int.from_bytes(data[27:30], "little") + 1
+        return w, h
+    raise InvalidImage(f"unsupported WebP chunk {chunk!r}")
+
+
+def _bmp_size(data: bytes) -> tuple[int, int]:
+    if len(data) < 26:
+        raise InvalidImage("truncated BMP header")
+    (dib_size,) = struct.unpack_from("<I", data, 14)
+    if dib_size == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+        w, h = struct.unpack_from("<HH", data, 18)
+    else:  # BITMAPINFOHEADER and later: signed 32-bit, negative height = top-down rows
+        w, h = struct.unpack_from("<ii", data, 18)
+    return w, abs(h)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise InvalidImage("truncated or corrupt PNG header")
+    w, h = struct.unpack_from(">II", data, 16)
+    return w, h
+
+
+_SIZE_READERS = {"jpeg": _jpeg_size, "png": _png_size, "webp": _webp_size, "bmp": _bmp_size}
+
+
+def header_size(data: bytes) -> tuple[ImageFormat, int, int]:
+    """``(format, width, height)`` read from the header, without decoding pixels."""
+    if not data:
+        raise InvalidImage("empty image")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise InvalidImage("not a JPEG, PNG, WebP or BMP image")
+    width, height = _SIZE_READERS[fmt](data)
+    return fmt, width, height
+
+
+def check_pixels(width: int, height: int, max_image_pixels: int) -> None:
+    """Refuse empty images (``InvalidImage``) and images above the pixel limit (``PayloadTooLarge``)."""
+    if width <= 0 or height <= 0:
+        raise InvalidImage(f"image has no pixels ({width}x{height})")
+    if width * height > max_image_pixels:
+        raise PayloadTooLarge(f"image of {width}x{height} pixels exceeds the limit of {max_image_pixels} pixels")
+
+
+def decode_image(data: bytes, max_image_pixels: int) -> np.ndarray:
+    """Encoded bytes -> uint8 [H, W, 3] BGR; header size checked before decoding."""
+    fmt, width, height = header_size(data)
+    check_pixels(width, height, max_image_pixels)
+    # OpenCV 4.x fills a truncated JPEG with grey instead of failing: the end-of-image marker must follow the scan.
+    if fmt == "jpeg" and data.rfind(b"\xff\xd9") < data.find(b"\xff\xda"):
+        raise InvalidImage("truncated JPEG: no end-of-image marker")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.ndim != 3 or image.shape[2] != 3:
+        raise InvalidImage(f"could not decode the {fmt.upper()} image (corrupt or truncated)")
+    return image
+
+
+def raw_to_array(raw: RawImage, max_image_pixels: int) -> np.ndarray:
+    """Raw pixels -> uint8 [H, W, 3] view in ``raw.channel_order``, after checking size and length."""
+    if raw.channel_order not in ("bgr", "rgb"):
+        raise InvalidImage(f"channel order must be bgr or rgb, got {raw.channel_order!r}")
+    check_pixels(raw.width, raw.height, max_image_pixels)
+    expected = raw.width * raw.height * 3
+    if len(raw.pixels) != expected:
+        raise InvalidImage(f"raw image of {raw.width}x{raw.height}x3 needs {expected} bytes, got {len(raw.pixels)}")
+    return np.frombuffer(raw.pixels, dtype=np.uint8).reshape(raw.height, raw.width, 3)
+
+
+def load_image(image: ImageInput, max_image_pixels: int) -> tuple[np.ndarray, ChannelOrder]:
+    """Either input kind -> ``(uint8 [H, W, 3], channel order)``. Blocking: call from a worker thread."""
+    if isinstance(image, RawImage):
+        return raw_to_array(image, max_image_pixels), image.channel_order
+    check_media_type(image.media_type)
+    return decode_image(image.data, max_image_pixels), "bgr"

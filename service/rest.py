@@ -1,0 +1,381 @@
+"""REST front end (FastAPI): parse the body into engine inputs, call the engine, encode; errors mapped once.
+
+Routes: ``POST /v1/detect``, ``POST /v1/models/{name}/detect``, ``GET /v1/models``, ``GET /healthz``,
+``GET /readyz``, ``GET /metrics``, OpenAPI at ``/docs``. The image is the raw body (``image/*`` or
+``application/octet-stream``), multipart field(s) ``image``, or JSON ``{"images": [{"b64": ...}], ...}``.
+Every error body is ``{"error": {"code", "message"}}`` (``service.errors.HTTP_STATUS``). A client that disconnects
+while its request waits cancels it, so it is dropped before compute. Imports nothing from ``model``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import time
+from collections.abc import Awaitable
+from http import HTTPStatus
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.datastructures import Headers, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
+
+from service import errors
+from service.engine import DetectOptions, DetectResult, Engine, ModelInfo
+from service.errors import (
+    InvalidImage,
+    InvalidOption,
+    PayloadTooLarge,
+    ServiceError,
+    Unauthenticated,
+)
+from service.imaging import EncodedImage, check_media_type
+from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from service.schemas import DetectJSONRequest, DetectResponse, ErrorResponse, ModelList
+from service.settings import Settings
+
+PROTOCOL = "rest"
+T = TypeVar("T")
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 415, 503, 504)
+}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_DETECT_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the image as the raw body, multipart field(s) `image`, or JSON with base64 images",
+        "content": {
+            **{t: _BINARY for t in ("image/jpeg", "image/png", "image/webp", "image/bmp")},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "required": ["image"],
+                }
+            },
+            "application/json": {"schema": {"$ref": "#/components/schemas/DetectJSONRequest"}},
+        },
+    }
+}
+
+
+class ClientDisconnected(Exception):
+    """The HTTP client went away before its answer was ready."""
+
+
+def error_response(error: ServiceError, settings: Settings) -> JSONResponse:
+    """The one place a domain error becomes an HTTP response."""
+    headers = {}
+    if isinstance(error, errors.RETRYABLE):
+        headers["Retry-After"] = str(settings.retry_after_s)
+    if isinstance(error, Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    body = {"error": {"code": error.code, "message": error.message}}
+    return JSONResponse(body, status_code=errors.http_status(error), headers=headers)
+
+
+def check_api_key(authorization: str | None, api_keys: list[str]) -> None:
+    """Require ``Bearer <key>`` matching one of ``api_keys`` (no-op when none are configured)."""
+    if not api_keys:
+        return
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("missing API key: send `Authorization: Bearer <key>`")
+    # Compare against every key (constant time each) so timing does not reveal which one nearly matched.
+    matches = [hmac.compare_digest(token.strip().encode(), key.encode()) for key in api_keys]
+    if not any(matches):
+        raise Unauthenticated("invalid API key")
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, refusing more than ``max_bytes`` (by ``Content-Length`` first, then while streaming)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _b64_image(value: str, index: int) -> EncodedImage:
+    if value.startswith("data:"):  # tolerate data URLs: data:image/png;base64,....
+        value = value.partition(",")[2]
+    try:
+        return EncodedImage(base64.b64decode(value, validate=True))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidImage(f"images[{index}].b64 is not valid base64: {exc}") from None
+
+
+def _validation_message(exc: ValidationError | RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def parse_json_body(body: bytes, options: DetectOptions) -> tuple[list[EncodedImage], DetectOptions]:
+    """``{"images": [{"b64": ...}], "score_threshold"?, "max_detections"?, "classes"?}`` -> images, options."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidOption(f"body is not valid JSON: {exc}") from None
+    try:
+        parsed = DetectJSONRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidOption(_validation_message(exc)) from None
+    images = [_b64_image(item.b64, i) for i, item in enumerate(parsed.images)]
+    # Options in the JSON body win over the query string.
+    options = DetectOptions(
+        score_threshold=options.score_threshold if parsed.score_threshold is None else parsed.score_threshold,
+        max_detections=options.max_detections if parsed.max_detections is None else parsed.max_detections,
+        classes=options.classes if parsed.classes is None else tuple(parsed.classes),
+    )
+    return images, options
+
+
+async def parse_multipart(headers: Headers, body: bytes, max_images: int) -> list[EncodedImage]:
+    """Every ``image`` part of a multipart body (files or fields), in order."""
+
+    async def stream():
+        yield body
+
+    parser = MultiPartParser(headers, stream(), max_files=max_images, max_fields=max_images, max_part_size=len(body))
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InvalidImage(f"invalid multipart body: {exc.message}") from None
+    images = []
+    try:
+        for value in form.getlist("image"):
+            if isinstance(value, UploadFile):
+                media_type = check_media_type(value.content_type)
+                images.append(EncodedImage(await value.read(), media_type))
+            else:
+                raise InvalidImage("multipart field `image` must be a file part")
+    finally:
+        await form.close()
+    if not images:
+        raise InvalidImage("multipart body has no `image` part")
+    return images
+
+
+async def parse_detect_body(
+    request: Request, body: bytes, options: DetectOptions, settings: Settings
+) -> tuple[list[EncodedImage], DetectOptions]:
+    """Dispatch on ``Content-Type``: JSON, multipart, or the raw image."""
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if not body:
+        raise InvalidImage("empty body: send an image")
+    if media_type == "application/json":
+        images, options = parse_json_body(body, options)
+    elif media_type == "multipart/form-data":
+        images = await parse_multipart(request.headers, body, settings.max_images_per_request)
+    else:
+        images = [EncodedImage(body, check_media_type(content_type))]
+    if len(images) > settings.max_images_per_request:
+        raise InvalidOption(f"{len(images)} images in one request; the limit is {settings.max_images_per_request}")
+    return images, options
+
+
+async def _wait_disconnect(request: Request) -> None:
+    # After the body is consumed, the next ASGI message can only be the client's disconnect.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def run_until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (its queued images are then dropped)."""
+    work_task = asyncio.ensure_future(work)
+    watch_task = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        await asyncio.wait({work_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch_task.cancel()
+        if not work_task.done():
+            work_task.cancel()
+            await asyncio.gather(work_task, return_exceptions=True)  # let the engine release what it holds
+    if work_task.cancelled():
+        raise ClientDisconnected()
+    return work_task.result()
+
+
+def encode_results(results: list[DetectResult], total_ms: float) -> dict[str, Any]:
+    """Engine results -> the ``DetectResponse`` JSON shape (plain dicts: no per-box model validation cost)."""
+    first = results[0]
+    encoded = []
+    for r in results:
+        boxes, scores, ids = r.boxes_xyxy.tolist(), r.scores.tolist(), r.class_ids.tolist()
+        detections = [
+            {"box": box, "score": score, "class_id": cid, "class_name": name}
+            for box, score, cid, name in zip(boxes, scores, ids, r.class_names, strict=True)
+        ]
+        encoded.append({"width": r.width, "height": r.height, "detections": detections})
+    timing = {
+        "decode": max(r.timing.decode_ms for r in results),
+        "queue": max(r.timing.queue_ms for r in results),
+        "inference": max(r.timing.inference_ms for r in results),
+        "postprocess": max(r.timing.postprocess_ms for r in results),
+        "total": total_ms,
+    }
+    return {"model": first.model, "model_version": first.model_version, "results": encoded, "timing_ms": timing}
+
+
+def describe_model(info: ModelInfo, default: bool) -> dict[str, Any]:
+    """``ModelInfo`` -> one ``GET /v1/models`` entry."""
+    return {
+        "name": info.name,
+        "version": info.version,
+        "default": default,
+        "classes": list(info.class_names),
+        "input_size": {"height": info.input_hw[0], "width": info.input_hw[1]},
+        "backend": info.backend,
+        "devices": list(info.devices),
+        "instances": info.instances,
+        "max_batch_size": info.max_batch_size,
+        "max_queue_delay_ms": info.max_queue_delay_ms,
+        "queue_capacity": info.queue_capacity,
+        "score_threshold": {"minimum": info.score_threshold, "default": info.default_score_threshold},
+        "max_detections": info.max_detections,
+    }
+
+
+def create_app(engine: Engine, settings: Settings) -> FastAPI:
+    """The FastAPI application over ``engine`` (not started: uvicorn serves it)."""
+    app = FastAPI(
+        title="yoloxpai",
+        description='YOLOX / YOLOX-PAI object detection. Errors: `{"error": {"code", "message"}}`.',
+        version="1",
+        docs_url="/docs",
+    )
+
+    def model_label(name: str | None) -> str:
+        # Only served names become label values: a 404 for a made-up name must not grow the series set.
+        names = [info.name for info in engine.models()]
+        if name is None:
+            return names[0] if names else ""
+        return name if name in names else ""
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(exc, settings)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Query options of a detect route failed FastAPI's type checks: still one request, still counted.
+        if request.url.path.endswith("/detect"):
+            engine.observe_request(PROTOCOL, model_label(request.path_params.get("name")), InvalidOption.code, 0.0)
+        return error_response(InvalidOption(_validation_message(exc)), settings)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "error"
+        body = {"error": {"code": phrase.lower().replace(" ", "_"), "message": str(exc.detail)}}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    async def handle_detect(
+        request: Request,
+        name: str | None,
+        score_threshold: float | None,
+        max_detections: int | None,
+        classes: list[str] | None,
+        timeout_ms: float | None,
+    ) -> Response:
+        start = time.perf_counter()
+        code = "ok"
+        try:
+            check_api_key(request.headers.get("authorization"), settings.api_keys)
+            if name is not None:
+                engine.model_info(name)  # 404 before reading a large body
+            body = await read_body(request, settings.max_request_bytes)
+            classes_opt = tuple(c.strip() for raw in classes for c in raw.split(",") if c.strip()) if classes else None
+            query_options = DetectOptions(score_threshold, max_detections, classes_opt)
+            images, options = await parse_detect_body(request, body, query_options, settings)
+            timeout_s = None if timeout_ms is None else timeout_ms / 1000.0
+            results = await run_until_disconnect(
+                request, engine.detect_many(images, model=name, options=options, timeout_s=timeout_s)
+            )
+            return JSONResponse(encode_results(results, (time.perf_counter() - start) * 1000.0))
+        except ServiceError as exc:
+            code = exc.code
+            return error_response(exc, settings)
+        except (ClientDisconnected, ClientDisconnect):  # gone while waiting, or while still sending the body
+            code = "cancelled"
+            return Response(status_code=499)  # nobody reads it; nginx's "client closed request"
+        finally:
+            engine.observe_request(PROTOCOL, model_label(name), code, time.perf_counter() - start)
+
+    detect_doc = {"response_model": DetectResponse, "responses": _ERROR_RESPONSES, "openapi_extra": _DETECT_BODY}
+
+    @app.post("/v1/detect", summary="Detect objects with the default model", **detect_doc)
+    async def detect_default(
+        request: Request,
+        score_threshold: float | None = Query(None, description="minimum score, in [bundle minimum, 1]"),
+        max_detections: int | None = Query(None, description="at most this many detections per image"),
+        classes: list[str] | None = Query(None, description="class ids or names to keep (repeat or comma-separate)"),
+        timeout_ms: float | None = Query(None, gt=0, description="deadline (capped by the server's)"),
+    ) -> Response:
+        return await handle_detect(request, None, score_threshold, max_detections, classes, timeout_ms)
+
+    @app.post("/v1/models/{name}/detect", summary="Detect objects with a named model", **detect_doc)
+    async def detect_named(
+        request: Request,
+        name: str,
+        score_threshold: float | None = Query(None, description="minimum score, in [bundle minimum, 1]"),
+        max_detections: int | None = Query(None, description="at most this many detections per image"),
+        classes: list[str] | None = Query(None, description="class ids or names to keep (repeat or comma-separate)"),
+        timeout_ms: float | None = Query(None, gt=0, description="deadline (capped by the server's)"),
+    ) -> Response:
+        return await handle_detect(request, name, score_threshold, max_detections, classes, timeout_ms)
+
+    @app.get("/v1/models", response_model=ModelList, responses={401: {"model": ErrorResponse}})
+    async def list_models(request: Request) -> Response:
+        check_api_key(request.headers.get("authorization"), settings.api_keys)
+        infos = engine.models()
+        return JSONResponse({"models": [describe_model(info, i == 0) for i, info in enumerate(infos)]})
+
+    @app.get("/healthz", summary="Liveness: the process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "live"}
+
+    @app.get("/readyz", summary="Readiness: models loaded and warmed, not draining", responses={503: {}})
+    async def readyz() -> Response:
+        if engine.is_ready():
+            return JSONResponse({"status": "ready"})
+        reason = "draining" if engine.draining.is_set() else "not ready"
+        return error_response(errors.NotReady(f"server is {reason}"), settings)
+
+    @app.get("/metrics", summary="Prometheus metrics (yoloxpai_* and Triton-named nv_inference_*)")
+    async def metrics() -> Response:
+        return Response(engine.metrics_text(), media_type=METRICS_CONTENT_TYPE)
+
+    # DetectJSONRequest is referenced from the hand-written request body: publish it in the components.
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original_openapi()
+            defs = DetectJSONRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(defs.pop("$defs", {}))
+            components["DetectJSONRequest"] = defs
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

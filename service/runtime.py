@@ -1,0 +1,283 @@
+"""One served model at run time: its predictor instances, worker pool, batcher, statistics and batch execution.
+
+Blocking work is split by thread: ``prepare`` (decode + ``predictor.preprocess``) runs in the engine's decode pool;
+``run_batch`` (stack, ``predictor.infer``, ``predictor.postprocess`` per image) runs on the worker's own thread;
+the event loop only moves futures. Imports nothing from ``model`` directly (predictors come from
+``service.bundles``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.batcher import DynamicBatcher, QueuedItem
+from service.bundles import BundleSpec, PredictorLoader, model_version
+from service.engine import DetectOptions, ModelInfo
+from service.errors import InvalidOption, ServiceError
+from service.imaging import ImageInput, load_image
+from service.metrics import Metrics
+from service.settings import Settings
+from service.stats import ModelStatistics
+from service.workers import Worker, WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+class BatchSizeMismatch(RuntimeError):
+    """The backend returned a different number of outputs than inputs."""
+
+
+@dataclass(frozen=True)
+class ResolvedOptions:
+    """Options validated against one model, in the predictor's terms."""
+
+    score_threshold: float | None = None
+    max_detections: int | None = None
+    class_ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An image ready for batching."""
+
+    tensor: np.ndarray  # float32 [3, H_in, W_in]
+    r: float  # letterbox scale (network pixels per image pixel)
+    image_hw: tuple[int, int]  # original (height, width)
+    options: ResolvedOptions
+    decode_ns: int
+
+
+@dataclass(frozen=True)
+class ItemOutput:
+    """What a queued item's future resolves to."""
+
+    detections: Any  # model.predictor.Detections
+    queue_ns: int
+    infer_ns: int
+    output_ns: int
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """``run_batch``'s result: one entry per input (detections, or the error of that image alone)."""
+
+    results: list[Any]
+    input_ns: int
+    infer_ns: int
+    output_ns: int
+
+
+def tune_batch_size(predictor: Any, max_batch: int, min_time_s: float = 0.25, min_runs: int = 2) -> tuple[int, dict]:
+    """Time ``infer`` at 1, 2, 4, ... max_batch (after warm-up); the smallest size within 5% of the best images/s.
+
+    Runs on the worker's thread. Returns ``(batch size, {size: images/s})``.
+    """
+    sizes = sorted({*(2**i for i in range(max_batch.bit_length()) if 2**i <= max_batch), max_batch})
+    h, w = predictor.meta.input_hw
+    rng = np.random.default_rng(0)
+    rates = {}
+    for size in sizes:
+        batch = rng.uniform(0, 255, (size, 3, h, w)).astype(np.float32)  # [B, 3, H, W]
+        runs, t0 = 0, time.perf_counter()
+        while runs < min_runs or time.perf_counter() - t0 < min_time_s:
+            predictor.infer(batch)
+            runs += 1
+        rates[size] = runs * size / (time.perf_counter() - t0)
+    best = max(rates.values())
+    return min(size for size, rate in rates.items() if rate >= 0.95 * best), rates
+
+
+def run_batch(predictor: Any, payloads: list[Prepared]) -> BatchOutput:
+    """Stack, infer and postprocess one batch. Runs on the worker's thread."""
+    t0 = time.perf_counter_ns()
+    batch = np.stack([p.tensor for p in payloads])  # [B, 3, H_in, W_in]
+    t1 = time.perf_counter_ns()
+    raw = predictor.infer(batch)
+    t2 = time.perf_counter_ns()
+    if len(raw.num_dets) != len(payloads):
+        raise BatchSizeMismatch(f"got {len(raw.num_dets)} outputs for {len(payloads)} inputs")
+    results: list[Any] = []
+    for index, p in enumerate(payloads):
+        try:
+            results.append(
+                predictor.postprocess(
+                    raw,
+                    index,
+                    p.r,
+                    p.image_hw,
+                    score_threshold=p.options.score_threshold,
+                    max_detections=p.options.max_detections,
+                    class_ids=p.options.class_ids,
+                )
+            )
+        except ValueError as exc:  # an option the predictor refuses fails this image only
+            results.append(InvalidOption(str(exc)))
+    t3 = time.perf_counter_ns()
+    return BatchOutput(results, t1 - t0, t2 - t1, t3 - t2)
+
+
+class ModelRuntime:
+    """A loaded, warmed model: instances in a pool, a batcher in front of it, and its statistics."""
+
+    def __init__(self, info: ModelInfo, pool: WorkerPool, settings: Settings, metrics: Metrics, load_s: float) -> None:
+        self.info = info
+        self.pool = pool
+        self.metrics = metrics
+        self.load_seconds = load_s
+        self.stats = ModelStatistics()
+        self.inflight = 0  # admitted and not yet answered
+        self._preprocessor = pool.workers[0].predictor  # preprocess is thread-safe on any instance
+        self._class_index = {name: i for i, name in enumerate(info.class_names)}
+        self.batcher: DynamicBatcher[Worker] = DynamicBatcher(
+            pool=pool,
+            execute=self.execute,
+            max_batch_size=info.max_batch_size,
+            max_queue_delay_s=settings.max_queue_delay_ms / 1000.0,
+            capacity=settings.queue_capacity,
+            eager_dispatch=settings.eager_dispatch,
+            on_expired=self._on_expired,
+        )
+
+    @property
+    def name(self) -> str:
+        """The served name."""
+        return self.info.name
+
+    def _on_expired(self, item: QueuedItem) -> None:
+        # The failure itself is recorded where the request's await raises (one place for every outcome).
+        self.metrics.expired.labels(self.name).inc()
+
+    def resolve_options(self, options: DetectOptions | None) -> ResolvedOptions:
+        """Validate options against this model (``InvalidOption`` with a precise message)."""
+        if options is None:
+            return ResolvedOptions()
+        info = self.info
+        threshold = options.score_threshold
+        if threshold is not None:
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+                raise InvalidOption(f"score_threshold must be a number, got {threshold!r}")
+            if not info.score_threshold <= threshold <= 1.0:
+                raise InvalidOption(
+                    f"score_threshold must be in [{info.score_threshold:g}, 1] for model {info.name!r} "
+                    f"(the bundle's minimum is baked in), got {threshold:g}"
+                )
+            threshold = float(threshold)
+        limit = options.max_detections
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int):
+                raise InvalidOption(f"max_detections must be an integer, got {limit!r}")
+            if not 1 <= limit <= info.max_detections:
+                raise InvalidOption(f"max_detections must be in [1, {info.max_detections}], got {limit}")
+        class_ids = None
+        if options.classes:
+            class_ids = tuple(sorted({self._class_id(c) for c in options.classes}))
+        return ResolvedOptions(threshold, limit, class_ids)
+
+    def _class_id(self, value: int | str) -> int:
+        if isinstance(value, str):
+            if value in self._class_index:
+                return self._class_index[value]
+            if value.strip().lstrip("-").isdigit():
+                value = int(value)
+            else:
+                raise InvalidOption(f"unknown class {value!r} for model {self.name!r}")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidOption(f"a class must be an id or a name, got {value!r}")
+        if not 0 <= value < len(self.info.class_names):
+            raise InvalidOption(f"class id {value} out of range [0, {len(self.info.class_names)})")
+        return value
+
+    def prepare(self, image: ImageInput, options: ResolvedOptions, max_image_pixels: int) -> Prepared:
+        """Decode + preprocess one image. Blocking: runs in the decode pool."""
+        t0 = time.perf_counter_ns()
+        array, channel_order = load_image(image, max_image_pixels)
+        tensor, r = self._preprocessor.preprocess(array, channel_order=channel_order)
+        decode_ns = time.perf_counter_ns() - t0
+        self.metrics.decode.observe(decode_ns / 1e9)
+        return Prepared(tensor, float(r), (int(array.shape[0]), int(array.shape[1])), options, decode_ns)
+
+    async def execute(self, worker: Worker, items: list[QueuedItem]) -> None:
+        """Run one batch on ``worker`` and resolve its futures (the batcher's ``execute``)."""
+        live = [item for item in items if not item.future.done()]  # cancelled/expired: dropped before compute
+        if not live:
+            return
+        now_s = asyncio.get_running_loop().time()
+        queue_ns = []
+        for item in live:
+            wait_ns = int((now_s - item.enqueued_s) * 1e9)
+            queue_ns.append(wait_ns)
+            self.stats.record_queue(wait_ns)
+            self.metrics.queue_wait.labels(self.name).observe(wait_ns / 1e9)
+        output = await worker.run(run_batch, worker.predictor, [item.payload for item in live])
+        self.stats.record_execution(
+            len(live), output.input_ns, output.infer_ns, output.output_ns, wall_ms=int(time.time() * 1000)
+        )
+        self.metrics.batch_size.labels(self.name).observe(len(live))
+        self.metrics.inference.labels(self.name).observe(output.infer_ns / 1e9)
+        self.metrics.postprocess.labels(self.name).observe(output.output_ns / 1e9)
+        for item, result, wait_ns in zip(live, output.results, queue_ns, strict=True):
+            if item.future.done():  # expired or cancelled during compute
+                continue
+            if isinstance(result, ServiceError):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(ItemOutput(result, wait_ns, output.infer_ns, output.output_ns))
+
+
+async def load_model_runtime(
+    spec: BundleSpec, settings: Settings, metrics: Metrics, loader: PredictorLoader
+) -> ModelRuntime:
+    """Load every instance of one bundle (devices x instances_per_device), warm each up, build its runtime."""
+    t0 = time.perf_counter()
+    workers: list[Worker] = []
+    for device in settings.devices:
+        for index in range(settings.instances_per_device):
+            predictor = await asyncio.to_thread(loader, spec.path, settings.backend, device, settings.inference_threads)
+            workers.append(Worker(f"infer-{device}-{index}", device, predictor))
+    meta = workers[0].predictor.meta
+    bundle_max = int(getattr(meta, "max_batch", 0) or settings.max_batch_size)
+    max_batch = min(settings.max_batch_size, bundle_max)
+    pool = WorkerPool(workers)
+    # Ready only after every instance ran every batch size it may see (first-run allocations, kernel choice).
+    await pool.run_each(lambda w: w.predictor.warmup(list(range(1, max_batch + 1))))
+    if settings.tune_batch_size and max_batch > 1:
+        max_batch, rates = await workers[0].run(tune_batch_size, workers[0].predictor, max_batch)
+        log.info(
+            "batch size tuned to %d (images/s by batch size: %s)", max_batch, {b: round(r) for b, r in rates.items()}
+        )
+    first = workers[0].predictor
+    info = ModelInfo(
+        name=spec.name or str(meta.name),
+        version=model_version(meta, spec.path),
+        class_names=tuple(str(c) for c in meta.class_names),
+        input_hw=(int(meta.input_hw[0]), int(meta.input_hw[1])),
+        backend=str(first.backend),
+        devices=settings.devices,
+        instances=len(workers),
+        max_batch_size=max_batch,
+        max_queue_delay_ms=settings.max_queue_delay_ms,
+        queue_capacity=settings.queue_capacity,
+        score_threshold=float(meta.thresholds.score_threshold),
+        default_score_threshold=float(meta.thresholds.default_score_threshold),
+        max_detections=int(meta.thresholds.max_detections),
+        path=str(spec.path),
+    )
+    load_s = time.perf_counter() - t0
+    log.info(
+        "model %s v%s loaded: %s on %s, %d instance(s), batch <= %d, %.2fs",
+        info.name,
+        info.version,
+        info.backend,
+        ",".join(info.devices),
+        info.instances,
+        max_batch,
+        load_s,
+    )
+    return ModelRuntime(info, pool, settings, metrics, load_s)

@@ -1,0 +1,118 @@
+"""Per-model inference statistics kept by the engine, independent of any protocol.
+
+These are the numbers Triton's statistics extension reports (success/failure counts, cumulative queue and compute
+durations, per-batch-size execution counts and durations). The Prometheus ``nv_inference_*`` series are a view
+on them (``service.metrics``), and a later ``/v2/models/{m}/stats`` endpoint can be built from a snapshot without
+touching the engine. Durations are integer nanoseconds, as Triton reports them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+# Triton's failure reasons (nv_inference_request_failure{reason=...}).
+REASON_REJECTED = "REJECTED"  # queue full, not ready, draining, deadline passed
+REASON_CANCELED = "CANCELED"  # the client went away
+REASON_BACKEND = "BACKEND"  # the batch raised
+REASON_OTHER = "OTHER"  # invalid image or option
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """Executions of one batch size: count and cumulative stage durations (ns)."""
+
+    count: int = 0
+    compute_input_ns: int = 0
+    compute_infer_ns: int = 0
+    compute_output_ns: int = 0
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """A consistent copy of one model's statistics."""
+
+    success_count: int
+    success_ns: int
+    fail_count: dict[str, int]
+    queue_count: int
+    queue_ns: int
+    compute_input_ns: int
+    compute_infer_ns: int
+    compute_output_ns: int
+    inference_count: int  # images inferred (a batch of n counts n)
+    execution_count: int  # batches executed
+    batch_stats: dict[int, BatchStats]
+    last_inference_ms: int  # wall-clock ms since the epoch of the last execution, 0 if none
+
+
+@dataclass
+class ModelStatistics:
+    """Mutable counters for one model; every method is thread-safe and O(1)."""
+
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _success_count: int = 0
+    _success_ns: int = 0
+    _fail: Counter = field(default_factory=Counter)
+    _queue_count: int = 0
+    _queue_ns: int = 0
+    _input_ns: int = 0
+    _infer_ns: int = 0
+    _output_ns: int = 0
+    _inference_count: int = 0
+    _execution_count: int = 0
+    _batches: dict[int, BatchStats] = field(default_factory=dict)
+    _last_inference_ms: int = 0
+
+    def record_success(self, duration_ns: int) -> None:
+        """One image answered successfully after ``duration_ns`` from admission."""
+        with self._lock:
+            self._success_count += 1
+            self._success_ns += duration_ns
+
+    def record_failure(self, reason: str) -> None:
+        """One admitted (or rejected) image failed for ``reason`` (a ``REASON_*`` value)."""
+        with self._lock:
+            self._fail[reason] += 1
+
+    def record_queue(self, wait_ns: int) -> None:
+        """One image left the queue for a batch after waiting ``wait_ns``."""
+        with self._lock:
+            self._queue_count += 1
+            self._queue_ns += wait_ns
+
+    def record_execution(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int, wall_ms: int) -> None:
+        """One batch executed: stacking (input), backend call (infer) and postprocessing (output)."""
+        with self._lock:
+            self._execution_count += 1
+            self._inference_count += batch_size
+            self._input_ns += input_ns
+            self._infer_ns += infer_ns
+            self._output_ns += output_ns
+            old = self._batches.get(batch_size, BatchStats())
+            self._batches[batch_size] = BatchStats(
+                old.count + 1,
+                old.compute_input_ns + input_ns,
+                old.compute_infer_ns + infer_ns,
+                old.compute_output_ns + output_ns,
+            )
+            self._last_inference_ms = wall_ms
+
+    def snapshot(self) -> StatsSnapshot:
+        """A consistent copy (one lock acquisition)."""
+        with self._lock:
+            return StatsSnapshot(
+                success_count=self._success_count,
+                success_ns=self._success_ns,
+                fail_count=dict(self._fail),
+                queue_count=self._queue_count,
+                queue_ns=self._queue_ns,
+                compute_input_ns=self._input_ns,
+                compute_infer_ns=self._infer_ns,
+                compute_output_ns=self._output_ns,
+                inference_count=self._inference_count,
+                execution_count=self._execution_count,
+                batch_stats=dict(self._batches),
+                last_inference_ms=self._last_inference_ms,
+            )

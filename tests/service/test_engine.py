@@ -1,0 +1,246 @@
+"""BatchedEngine against the fake predictor: admission, options, deadlines, drain, statistics and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from service.batched_engine import BatchedEngine
+from service.engine import DetectOptions
+from service.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidImage,
+    InvalidOption,
+    ModelNotFound,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+)
+from service.imaging import EncodedImage, RawImage
+from service.runtime import tune_batch_size
+from service.settings import Settings
+from tests.service.fakes import FakePredictor, fake_loader, marker_image
+
+
+def png(marker: int, hw=(24, 40)) -> EncodedImage:
+    return EncodedImage(cv2.imencode(".png", marker_image(marker, hw))[1].tobytes(), "image/png")
+
+
+FAKE_BUNDLE = Path(tempfile.mkdtemp()) / "fake"  # the fake loader only needs a directory named like the model
+FAKE_BUNDLE.mkdir()
+
+
+def settings(**kwargs) -> Settings:
+    kwargs.setdefault("bundles", [str(FAKE_BUNDLE)])
+    kwargs.setdefault("tune_batch_size", False)
+    return Settings(**kwargs)
+
+
+async def started(s: Settings, **fake_kwargs) -> BatchedEngine:
+    engine = BatchedEngine(s, loader=fake_loader(**fake_kwargs))
+    await engine.start()
+    return engine
+
+
+def test_detect_maps_boxes_to_the_original_image_and_names_classes():
+    async def main():
+        engine = await started(settings())
+        result = await engine.detect(png(200, hw=(64, 128)))
+        assert (result.model, result.model_version, result.width, result.height) == ("fake", "1", 128, 64)
+        assert result.scores.tolist() == pytest.approx([200 / 255])
+        assert result.class_names == (("cat", "dog", "bird")[200 % 3],)
+        assert result.boxes_xyxy.tolist() == [[0.0, 0.0, 64.0, 64.0]]  # fake box (0, 0, 16, 16) / r=0.25
+        assert result.timing.decode_ms > 0 and result.timing.inference_ms >= 0
+        await engine.close()
+
+    asyncio.run(main())
+
+
+def test_warmup_covers_every_batch_size_of_every_instance():
+    async def main():
+        loader = fake_loader()
+        engine = BatchedEngine(settings(max_batch_size=3, instances_per_device=2), loader=loader)
+        assert not engine.is_ready()
+        await engine.start()
+        assert engine.is_ready()
+        assert [p.warmed for p in loader.created] == [[1, 2, 3], [1, 2, 3]]
+        await engine.close()
+
+    asyncio.run(main())
+
+
+def test_raw_pixels_and_options_are_validated_per_model():
+    async def main():
+        engine = await started(settings())
+        raw = marker_image(120)
+        result = await engine.detect(RawImage(raw.tobytes(), 40, 24, "rgb"))
+        assert result.width == 40
+        with pytest.raises(InvalidImage):
+            await engine.detect(RawImage(raw.tobytes()[:-1], 40, 24))
+        for bad in (
+            DetectOptions(score_threshold=0.001),
+            DetectOptions(score_threshold=1.5),
+            DetectOptions(max_detections=0),
+            DetectOptions(max_detections=99),
+            DetectOptions(classes=("zebra",)),
+            DetectOptions(classes=(7,)),
+        ):
+            with pytest.raises(InvalidOption):
+                await engine.detect(png(200), options=bad)
+        kept = await engine.detect(png(200), options=DetectOptions(classes=("cat", "dog", "bird")))
+        assert len(kept.scores) == 1
+        dropped = await engine.detect(png(200), options=DetectOptions(classes=((200 + 1) % 3,)))
+        assert len(dropped.scores) == 0
+        with pytest.raises(ModelNotFound):
+            await engine.detect(png(1), model="nope")
+        await engine.close()
+        small = await started(settings(max_image_pixels=100))
+        with pytest.raises(PayloadTooLarge):
+            await small.detect(png(1))  # 40 x 24 = 960 pixels
+        await small.close()
+
+    asyncio.run(main())
+
+
+def test_full_queue_is_refused_at_once_while_accepted_requests_finish():
+    async def main():
+        engine = await started(settings(queue_capacity=2, max_batch_size=1), infer_delay_s=0.2)
+        running = asyncio.ensure_future(engine.detect(png(10)))
+        await asyncio.sleep(0.05)  # now computing: no longer pending
+        accepted = [asyncio.ensure_future(engine.detect(png(11 + i))) for i in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):
+            await engine.detect(png(99))
+        results = await asyncio.gather(running, *accepted)
+        assert len(results) == 3
+        text = engine.metrics_text().decode()
+        assert 'yoloxpai_rejected_total{model="fake",reason="queue_full"} 1.0' in text
+        assert 'nv_inference_request_failure{model="fake",version="1",reason="REJECTED"} 1' in text
+        await engine.close()
+
+    asyncio.run(main())
+
+
+def test_detect_many_shares_batches_and_fails_as_a_whole():
+    async def main():
+        loader = fake_loader(infer_delay_s=0.05)
+        engine = BatchedEngine(settings(max_batch_size=8), loader=loader)
+        await engine.start()
+        results = await engine.detect_many([png(100 + i) for i in range(5)])
+        assert [round(float(r.scores[0]) * 255) for r in results] == [100, 101, 102, 103, 104]
+        assert sum(loader.created[0].batch_sizes) == 5 and len(loader.created[0].batch_sizes) <= 2
+        with pytest.raises(InvalidImage):
+            await engine.detect_many([png(60), EncodedImage(b"not an image"), png(61)])
+        await asyncio.sleep(0.1)
+        assert engine.inflight == 0 and engine.model_states()[0].pending == 0
+        await engine.close()
+
+    asyncio.run(main())
+
+
+def test_backend_failure_fails_its_batch_and_the_engine_keeps_serving():
+    async def main():
+        engine = await started(settings(max_batch_size=1), fail_marker=13)
+        with pytest.raises(InferenceFailed):
+            await engine.detect(png(13))
+        assert (await engine.detect(png(200))).scores.size == 1
+        assert engine.is_ready()
+        snap = engine.statistics("fake")
+        assert snap.fail_count == {"BACKEND": 1} and snap.success_count == 1
+        await engine.close()
+
+    asyncio.run(main())
+
+
+def test_deadline_and_cancellation():
+    async def main():
+        engine = await started(settings(max_batch_size=1), infer_delay_s=0.3)
+        blocker = asyncio.ensure_future(engine.detect(png(1)))
+        await asyncio.sleep(0.05)
+        with pytest.raises(DeadlineExceeded):
+            await engine.detect(png(2), timeout_s=0.1)
+        cancelled = asyncio.ensure_future(engine.detect(png(3)))
+        await asyncio.sleep(0.05)
+        cancelled.cancel()
+        await blocker
+        await asyncio.sleep(0.05)
+        snap = engine.statistics("fake")
+        assert snap.inference_count == 1  # neither the expired nor the cancelled request was computed
+        assert snap.fail_count == {"REJECTED": 1, "CANCELED": 1}
+        assert 'yoloxpai_expired_total{model="fake"} 1.0' in engine.metrics_text().decode()
+        await engine.close()
+
+    asyncio.run(main())
+
+
+def test_drain_refuses_new_work_and_waits_for_accepted_work():
+    async def main():
+        engine = await started(settings(max_batch_size=1), infer_delay_s=0.2)
+        accepted = [asyncio.ensure_future(engine.detect(png(5 + i))) for i in range(3)]
+        await asyncio.sleep(0.01)
+        engine.begin_shutdown()
+        assert not engine.is_ready()
+        drain = asyncio.ensure_future(engine.drain(timeout_s=5.0))
+        await asyncio.sleep(0)
+        with pytest.raises(NotReady) as refused:
+            await engine.detect(png(9))
+        assert refused.value.draining
+        assert await drain is True
+        assert all(task.done() and not task.exception() for task in accepted)
+        await engine.close()
+
+    asyncio.run(main())
+
+
+def test_a_dead_batcher_makes_the_engine_unready():
+    async def main():
+        engine = await started(settings())
+        runtime = engine._models["fake"]
+        runtime.batcher.task.cancel()
+        await asyncio.gather(runtime.batcher.task, return_exceptions=True)
+        await asyncio.sleep(0)  # the done-callback runs on the next loop turn
+        assert not engine.is_ready()
+        with pytest.raises(NotReady):
+            await engine.detect(png(1))
+        await engine.close()
+
+    asyncio.run(main())
+
+
+class TimedPredictor(FakePredictor):
+    """``infer`` costs ``fixed_s + per_image_s * B``, or grows quadratically when ``quadratic``."""
+
+    def __init__(self, fixed_s: float, per_image_s: float, quadratic: bool = False) -> None:
+        super().__init__()
+        self.fixed_s, self.per_image_s, self.quadratic = fixed_s, per_image_s, quadratic
+
+    def infer(self, batch):
+        b = len(batch)
+        time.sleep(self.fixed_s + self.per_image_s * (b * b if self.quadratic else b))
+        return super().infer(batch)
+
+
+def test_batch_size_tuning_picks_the_fastest_per_image():
+    # A fixed cost per call (GPU-like): the largest batch wins. Per-image cost growing with the batch (a small
+    # CPU model): batch 1 wins.
+    assert tune_batch_size(TimedPredictor(0.02, 0.001), 8, min_time_s=0.05)[0] == 8
+    assert tune_batch_size(TimedPredictor(0.0, 0.002, quadratic=True), 8, min_time_s=0.05)[0] == 1
+
+
+def test_tuned_batch_size_caps_the_batcher():
+    async def main():
+        engine = BatchedEngine(
+            settings(tune_batch_size=True, max_batch_size=4),
+            loader=lambda *args: TimedPredictor(0.0, 0.002, quadratic=True),
+        )
+        await engine.start()
+        assert engine.model_info().max_batch_size == 1
+        await engine.close()
+
+    asyncio.run(main())
