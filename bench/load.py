@@ -1,14 +1,23 @@
-"""Closed-loop load test of a running server (REST and gRPC) against the bare Predictor, in one run.
+"""Closed-loop load test of a running server (REST, gRPC and the Open Inference Protocol on both) against the bare
+Predictor, in one run.
 
     python bench/load.py --bundle DIR                     # starts `yoloxpai serve --bundle DIR` on free ports
     python bench/load.py --bundle DIR --url http://HOST:8000 --grpc HOST:8001   # an already running server
+    python bench/load.py --bundle DIR --protocols rest,oip_rest,grpc,oip_grpc   # OIP beside /v1 and yoloxpai.v1
+
+Protocols: ``rest`` (``POST /v1/detect``, raw JPEG body), ``grpc`` (``yoloxpai.v1.Detector/Detect``), ``oip_rest``
+(``POST /v2/models/{m}/infer`` with the binary tensor extension in and out, built by hand over httpx) and
+``oip_grpc`` (``inference.GRPCInferenceService/ModelInfer`` with raw contents, over grpc.aio with our generated
+stubs). All four use the same client libraries and one image per request, so their numbers compare the protocols,
+not the clients (tritonclient's HTTP client is gevent-based and would not share the asyncio loop).
 
 For each protocol and concurrency C (default 1, 2, 4, 8, 16, 32, 64), C clients each send one image, wait for the
-answer, and send again, for ``--duration-s``; prints images/s and p50/p90/p99 latency. Then it measures the bare
-Predictor in this process (JPEG decode + ``predict``, the work an application without a server does) at batch
-sizes 1..max and prints the server/bare ratios against the targets: at C >= 16 the server delivers >= 0.9x the bare
-Predictor's best images/s; at C = 1 its p50 is <= 1.2x the bare single-image latency. Client and server share the
-machine's cores, as they do in the numbers reported.
+answer, and send again, for ``--duration-s``; prints images/s and p50/p90/p99 latency. Protocols are interleaved
+level by level (``--rounds`` repeats the cycle; rates are averaged), so drift on a shared machine hits them alike.
+Then it measures the bare Predictor in this process (JPEG decode + ``predict``, the work an application without a
+server does) at batch sizes 1..max and prints the server/bare ratios against the targets: at C >= 16 the server
+delivers >= 0.9x the bare Predictor's best images/s; at C = 1 its p50 is <= 1.2x the bare single-image latency.
+Client and server share the machine's cores, as they do in the numbers reported.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import asyncio
 import json
 import re
 import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -95,6 +105,74 @@ async def run_rest(url: str, jpeg: bytes, levels: list[int], duration_s: float, 
         for c in levels:
             results[c] = await closed_loop(send, c, duration_s, warmup_s)
     return results
+
+
+def oip_rest_body(jpeg: bytes) -> tuple[bytes, dict[str, str]]:
+    """One-image OIP request with the binary tensor extension (binary outputs too, as tritonclient asks)."""
+    tensor = struct.pack("<I", len(jpeg)) + jpeg  # BYTES element: uint32 little-endian length + data
+    header = {
+        "inputs": [
+            {"name": "IMAGE", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(tensor)}}
+        ],
+        "parameters": {"binary_data_output": True},
+    }
+    head = json.dumps(header).encode()
+    headers = {"Inference-Header-Content-Length": str(len(head)), "content-type": "application/octet-stream"}
+    return head + tensor, headers
+
+
+async def run_oip_rest(
+    url: str, model: str, jpeg: bytes, levels: list[int], duration_s: float, warmup_s: float
+) -> dict:
+    import httpx
+
+    body, headers = oip_rest_body(jpeg)
+    results = {}
+    limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
+        async def send() -> bool:
+            response = await client.post(f"/v2/models/{model}/infer", content=body, headers=headers)
+            return response.status_code == 200
+
+        for c in levels:
+            results[c] = await closed_loop(send, c, duration_s, warmup_s)
+    return results
+
+
+async def run_oip_grpc(
+    target: str, model: str, jpeg: bytes, levels: list[int], duration_s: float, warmup_s: float
+) -> dict:
+    import grpc
+
+    from service.pb.inference import grpc_service_pb2 as pb
+    from service.pb.inference import grpc_service_pb2_grpc as pb_grpc
+
+    request = pb.ModelInferRequest(model_name=model, raw_input_contents=[struct.pack("<I", len(jpeg)) + jpeg])
+    request.inputs.add(name="IMAGE", datatype="BYTES", shape=[1])
+    results = {}
+    limit = 64 * 1024 * 1024
+    options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+
+        async def send() -> bool:
+            try:
+                await stub.ModelInfer(request, timeout=60)
+                return True
+            except grpc.RpcError:
+                return False
+
+        for c in levels:
+            results[c] = await closed_loop(send, c, duration_s, warmup_s)
+    return results
+
+
+def default_model(url: str) -> str:
+    """The server's default model (first in ``GET /v1/models``): OIP paths name the model."""
+    import httpx
+
+    return httpx.get(f"{url}/v1/models", timeout=30).json()["models"][0]["name"]
 
 
 async def run_grpc(target: str, jpeg: bytes, levels: list[int], duration_s: float, warmup_s: float) -> dict:
@@ -189,6 +267,41 @@ class SpawnedServer:
         self.proc.wait(60)
 
 
+def measure_protocols(args: argparse.Namespace, jpeg: bytes, levels: list[int], protocols: list[str]) -> dict:
+    """``{protocol: {C: (images/s, latencies, errors)}}``, measured level by level with the protocols interleaved
+    (``--rounds`` times), so a machine that speeds up or slows down during the run treats every protocol alike."""
+    model = args.model or default_model(args.url)
+    runners = {
+        "rest": lambda c: run_rest(args.url, jpeg, [c], args.duration_s, args.warmup_s),
+        "grpc": lambda c: run_grpc(args.grpc, jpeg, [c], args.duration_s, args.warmup_s),
+        "oip_rest": lambda c: run_oip_rest(args.url, model, jpeg, [c], args.duration_s, args.warmup_s),
+        "oip_grpc": lambda c: run_oip_grpc(args.grpc, model, jpeg, [c], args.duration_s, args.warmup_s),
+    }
+    unknown = set(protocols) - set(runners)
+    if unknown:
+        raise SystemExit(f"unknown protocol(s) {sorted(unknown)}; choose from {sorted(runners)}")
+    if not args.grpc:
+        protocols = [p for p in protocols if "grpc" not in p]
+    samples: dict[str, dict[int, list[tuple[float, list[float], int]]]] = {
+        p: {c: [] for c in levels} for p in protocols
+    }
+    for _ in range(args.rounds):
+        for c in levels:
+            for protocol in protocols:
+                samples[protocol][c].append(asyncio.run(runners[protocol](c))[c])
+    return {
+        protocol: {
+            c: (
+                statistics.mean(rate for rate, _, _ in runs),
+                [latency for _, latencies, _ in runs for latency in latencies],
+                sum(errors for _, _, errors in runs),
+            )
+            for c, runs in per_level.items()
+        }
+        for protocol, per_level in samples.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -199,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc", help="gRPC target of a running server")
     parser.add_argument("--image", type=Path, help="JPEG to send (default: a synthetic 640x480 JPEG)")
     parser.add_argument("--concurrency", default="1,2,4,8,16,32,64")
-    parser.add_argument("--protocols", default="rest,grpc")
+    parser.add_argument("--protocols", default="rest,grpc", help="comma-separated: rest, grpc, oip_rest, oip_grpc")
+    parser.add_argument("--model", help="model for the OIP protocols (default: the server's default model)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every (concurrency, protocol) measurement")
     parser.add_argument("--duration-s", type=float, default=5.0)
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--backend", default="auto")
@@ -225,11 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         args.url = f"http://127.0.0.1:{spawned.http_port}"
         args.grpc = f"127.0.0.1:{spawned.grpc_port}"
     try:
-        server_results = {}
-        if "rest" in protocols:
-            server_results["rest"] = asyncio.run(run_rest(args.url, jpeg, levels, args.duration_s, args.warmup_s))
-        if "grpc" in protocols and args.grpc:
-            server_results["grpc"] = asyncio.run(run_grpc(args.grpc, jpeg, levels, args.duration_s, args.warmup_s))
+        server_results = measure_protocols(args, jpeg, levels, protocols)
     finally:
         if spawned is not None:
             spawned.stop()

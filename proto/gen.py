@@ -8,6 +8,11 @@ protoc writes ``from yoloxpai.v1 import detection_pb2`` into the ``_grpc`` modul
 ``yoloxpai`` CLI package: the imports are rewritten to ``service.pb.yoloxpai.v1``. The package path inside the
 descriptor (``yoloxpai/v1/detection.proto``, package ``yoloxpai.v1``) is unchanged, so reflection and other
 languages see the canonical names.
+
+The ``inference`` protos (our subset of Triton's, same message names) register in a private descriptor pool
+(``service/pb/inference/_pool.py``, written here): Triton's own generated code (``tritonclient``, KServe, ...)
+registers the same ``inference.*`` names in protobuf's default pool, which refuses a second definition of a name,
+and the server must load in one process with such a client (tests, applications embedding both).
 """
 
 from __future__ import annotations
@@ -19,8 +24,20 @@ from pathlib import Path
 
 PROTO_ROOT = Path(__file__).resolve().parent
 REPO = PROTO_ROOT.parent
-PROTOS = ["yoloxpai/v1/detection.proto"]
+PROTOS = ["yoloxpai/v1/detection.proto", "inference/model_config.proto", "inference/grpc_service.proto"]
 PY_PACKAGE = "service.pb"
+PRIVATE_POOL_PACKAGES = ("inference",)  # proto packages whose modules use their own descriptor pool
+_POOL_MODULE = '''"""Private descriptor pool of the `{package}` protos (written by proto/gen.py; see its docstring).
+
+Other generated code (tritonclient's Triton protos) registers the same message names in protobuf's default pool,
+which refuses duplicates: our modules add their files here instead, so both load in one process.
+"""
+
+from google.protobuf import descriptor_pool
+
+POOL = descriptor_pool.DescriptorPool()
+'''
+_DEFAULT_POOL = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("
 
 
 def generate(out: Path) -> list[Path]:
@@ -55,9 +72,24 @@ def generate(out: Path) -> list[Path]:
             text = path.read_text()
             module = ".".join(stem.parent.parts)
             text = re.sub(rf"^from {re.escape(module)} import", f"from {PY_PACKAGE}.{module} import", text, flags=re.M)
+            if module in PRIVATE_POOL_PACKAGES and suffix == "_pb2.py":
+                text = _use_private_pool(text, module)
             path.write_text(text)
             written.append(path)
+        if module in PRIVATE_POOL_PACKAGES:
+            pool = package_dir / "_pool.py"
+            pool.write_text(_POOL_MODULE.format(package=module))
+            written.append(pool)
     return sorted(set(written))
+
+
+def _use_private_pool(text: str, module: str) -> str:
+    """Point a generated ``_pb2`` module at its package's private pool instead of the default one."""
+    if text.count(_DEFAULT_POOL) != 1:
+        raise SystemExit(f"unexpected protoc output for {module}: the descriptor pool line changed")
+    text = text.replace(_DEFAULT_POOL, "DESCRIPTOR = _pool.POOL.AddSerializedFile(")
+    anchor = "from google.protobuf import descriptor_pool as _descriptor_pool\n"
+    return text.replace(anchor, f"{anchor}from {PY_PACKAGE}.{module} import _pool\n", 1)
 
 
 def main(argv: list[str] | None = None) -> int:

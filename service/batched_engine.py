@@ -22,6 +22,7 @@ from service.errors import (
     DeadlineExceeded,
     InferenceFailed,
     InvalidImage,
+    InvalidOption,
     ModelNotFound,
     NotReady,
     Overloaded,
@@ -52,6 +53,7 @@ class _Ticket:
     """One admitted image: whether it still holds a queue reservation (released when the request settles)."""
 
     reserved: bool = True
+    priority_level: int = 0
 
 
 class BatchedEngine(Engine):
@@ -189,10 +191,12 @@ class BatchedEngine(Engine):
         model: str | None = None,
         options: DetectOptions | None = None,
         timeout_s: float | None = None,
+        priority: int = 0,
     ) -> DetectResult:
         """One image through the shared batcher."""
+        level = self.priority_level(priority)  # before admission: a refusal must not hold a reservation
         runtime, resolved, deadline_s = self._admit(model, options, timeout_s, 1)
-        ticket = _Ticket()
+        ticket = _Ticket(priority_level=level)
         try:
             return await self._detect_one(runtime, image, resolved, deadline_s, ticket)
         finally:
@@ -205,14 +209,16 @@ class BatchedEngine(Engine):
         model: str | None = None,
         options: DetectOptions | None = None,
         timeout_s: float | None = None,
+        priority: int = 0,
     ) -> list[DetectResult]:
         """Several images, admitted together; the first error cancels the rest."""
         if not images:
             raise InvalidImage("the request holds no image")
         if len(images) == 1:
-            return [await self.detect(images[0], model=model, options=options, timeout_s=timeout_s)]
+            return [await self.detect(images[0], model=model, options=options, timeout_s=timeout_s, priority=priority)]
+        level = self.priority_level(priority)
         runtime, resolved, deadline_s = self._admit(model, options, timeout_s, len(images))
-        tickets = [_Ticket() for _ in images]
+        tickets = [_Ticket(priority_level=level) for _ in images]
         loop = asyncio.get_running_loop()
         tasks = [
             loop.create_task(self._detect_one(runtime, image, resolved, deadline_s, ticket))
@@ -240,6 +246,14 @@ class BatchedEngine(Engine):
                 raise NotReady("server is not ready: models are loading")
             raise ModelNotFound(f"no model named {name!r}; served: {sorted(self._models)}")
         return runtime
+
+    def priority_level(self, priority: int) -> int:
+        """Triton's rule: 1..priority_levels is a level (1 most urgent); 0 or beyond -> the default level."""
+        if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
+            raise InvalidOption(f"priority must be an unsigned integer, got {priority!r}")
+        if 1 <= priority <= self.settings.priority_levels:
+            return priority
+        return self.settings.default_priority_level
 
     def _timeout_s(self, client_timeout_s: float | None) -> float:
         default_s = self.settings.request_timeout_ms / 1000.0
@@ -298,16 +312,16 @@ class BatchedEngine(Engine):
                 self.metrics.expired.labels(runtime.name).inc()
                 raise DeadlineExceeded("deadline passed while decoding") from None
             ticket.reserved = False  # submit consumes the reservation, even when it raises
-            output = await runtime.batcher.submit(prepared, deadline_s)
+            output = await runtime.batcher.submit(prepared, deadline_s, ticket.priority_level)
         except ServiceError as exc:
-            runtime.stats.record_failure(failure_reason(exc))
+            runtime.stats.record_failure(failure_reason(exc), time.perf_counter_ns() - start_ns)
             raise
         except asyncio.CancelledError:
-            runtime.stats.record_failure(REASON_CANCELED)
+            runtime.stats.record_failure(REASON_CANCELED, time.perf_counter_ns() - start_ns)
             raise
         except Exception as exc:  # a bug below us: answer 500, never hang
             log.exception("unexpected error serving %s", runtime.name)
-            runtime.stats.record_failure(REASON_BACKEND)
+            runtime.stats.record_failure(REASON_BACKEND, time.perf_counter_ns() - start_ns)
             raise InferenceFailed(f"internal error: {type(exc).__name__}: {exc}") from exc
         runtime.stats.record_success(time.perf_counter_ns() - start_ns)
         return _to_result(runtime, prepared, output)

@@ -7,6 +7,9 @@ Semantics (pull model, like Triton's dynamic batcher):
 * A batch is formed when an instance is free and the queue holds ``max_batch_size`` items, or its oldest item has
   waited ``max_queue_delay_s`` (a loop timer, never polling), or (``eager_dispatch``) every admitted request is
   already queued, so waiting could not grow the batch.
+* Priority (Triton's ``priority_levels``): each item has a level, lower = more urgent; a batch takes items level by
+  level, oldest first within a level. Strict, like Triton: a steady stream of urgent work can starve lower levels
+  until their deadlines expire.
 * Each item has a deadline timer: when it fires while the item is queued, the item leaves the queue and fails at
   that moment; while the item is computing, its future fails and the result is dropped.
 * An item whose future is cancelled (client gone) leaves the queue at once and never reaches compute.
@@ -40,6 +43,7 @@ class QueuedItem:
     future: asyncio.Future
     enqueued_s: float
     deadline_s: float
+    priority_level: int = 0  # lower leaves the queue first
     queued: bool = True
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -83,7 +87,8 @@ class DynamicBatcher(Generic[W]):
         self._pool = pool
         self._execute = execute
         self._on_expired = on_expired
-        self._queue: deque[QueuedItem] = deque()
+        self._levels: dict[int, deque[QueuedItem]] = {}  # priority level -> FIFO of its queued items
+        self._depth = 0
         self._reserved = 0  # admitted, still decoding: counted against capacity, not yet queued
         self._changed = asyncio.Event()  # queue or reservations changed: re-check the dispatch condition
         self._running: set[asyncio.Task] = set()
@@ -94,12 +99,12 @@ class DynamicBatcher(Generic[W]):
     @property
     def depth(self) -> int:
         """Items waiting in the queue."""
-        return len(self._queue)
+        return self._depth
 
     @property
     def pending(self) -> int:
         """Admitted items not yet executing (reserved + queued)."""
-        return self._reserved + len(self._queue)
+        return self._reserved + self._depth
 
     def reserve(self, n: int = 1) -> None:
         """Claim capacity for ``n`` requests, or raise ``Overloaded`` (all or nothing)."""
@@ -112,17 +117,21 @@ class DynamicBatcher(Generic[W]):
         self._reserved -= n
         self._changed.set()  # eager dispatch may no longer need to wait for them
 
-    def submit(self, payload: Any, deadline_s: float) -> asyncio.Future:
-        """Queue one reserved request; the returned future resolves with ``execute``'s result for it."""
+    def submit(self, payload: Any, deadline_s: float, priority_level: int = 0) -> asyncio.Future:
+        """Queue one reserved request; the returned future resolves with ``execute``'s result for it.
+
+        ``priority_level``: lower levels are taken first when a batch is formed.
+        """
         if self._task is None or self._task.done():
             self.release()
             raise NotReady("the batcher is not running")
         loop = asyncio.get_running_loop()
         self._reserved -= 1
-        item = QueuedItem(payload, loop.create_future(), enqueued_s=loop.time(), deadline_s=deadline_s)
+        item = QueuedItem(payload, loop.create_future(), loop.time(), deadline_s, priority_level)
         item.timer = loop.call_at(deadline_s, self._expire, item)
         item.future.add_done_callback(lambda _f, it=item: self._on_done(it))
-        self._queue.append(item)
+        self._levels.setdefault(priority_level, deque()).append(item)
+        self._depth += 1
         self._changed.set()
         return item.future
 
@@ -132,8 +141,20 @@ class DynamicBatcher(Generic[W]):
             item.timer.cancel()
         if item.queued:
             item.queued = False
-            self._queue.remove(item)
+            self._levels[item.priority_level].remove(item)
+            self._depth -= 1
             self._changed.set()
+
+    def _oldest_enqueued_s(self) -> float:
+        return min(level[0].enqueued_s for level in self._levels.values() if level)
+
+    def _pop(self) -> QueuedItem:
+        # The oldest item of the most urgent non-empty level (a handful of levels: a scan is cheapest).
+        level = self._levels[min(key for key, items in self._levels.items() if items)]
+        item = level.popleft()
+        item.queued = False
+        self._depth -= 1
+        return item
 
     def _expire(self, item: QueuedItem) -> None:
         if item.future.done():
@@ -162,9 +183,8 @@ class DynamicBatcher(Generic[W]):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        while self._queue:
-            item = self._queue.popleft()
-            item.queued = False
+        while self._depth:
+            item = self._pop()
             if not item.future.done():
                 item.future.set_exception(NotReady("server is shutting down"))
         if self._running:
@@ -174,7 +194,7 @@ class DynamicBatcher(Generic[W]):
 
     async def _run(self) -> None:
         while True:
-            while not self._queue:
+            while not self._depth:
                 self._changed.clear()
                 await self._changed.wait()
             # Take a worker first: while all are busy the queue keeps filling, so the batch grows under load.
@@ -192,26 +212,24 @@ class DynamicBatcher(Generic[W]):
             task.add_done_callback(self._running.discard)
 
     def _should_dispatch(self, now_s: float) -> bool:
-        if len(self._queue) >= self.max_batch_size:
+        if self._depth >= self.max_batch_size:
             return True
         if self.eager_dispatch and self._reserved == 0:
             return True  # nothing else is on its way: waiting cannot grow the batch
-        return now_s - self._queue[0].enqueued_s >= self.max_queue_delay_s
+        return now_s - self._oldest_enqueued_s() >= self.max_queue_delay_s
 
     async def _collect(self) -> list[QueuedItem]:
         loop = asyncio.get_running_loop()
-        while self._queue and not self._should_dispatch(loop.time()):
-            remaining_s = self._queue[0].enqueued_s + self.max_queue_delay_s - loop.time()
+        while self._depth and not self._should_dispatch(loop.time()):
+            remaining_s = self._oldest_enqueued_s() + self.max_queue_delay_s - loop.time()
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout=max(remaining_s, 0.0))
             except asyncio.TimeoutError:
                 break
         items = []
-        while self._queue and len(items) < self.max_batch_size:
-            item = self._queue.popleft()
-            item.queued = False
-            items.append(item)
+        while self._depth and len(items) < self.max_batch_size:
+            items.append(self._pop())
         return items
 
     async def _run_batch(self, worker: W, items: list[QueuedItem]) -> None:

@@ -1,4 +1,4 @@
-"""The one interface between the front ends (REST, gRPC, later OIP) and the model: :class:`Engine`.
+"""The one interface between the front ends (REST, gRPC, OIP) and the model: :class:`Engine`.
 
 Transports decode their wire format into :mod:`service.imaging` inputs and :class:`DetectOptions`, call
 ``detect``/``detect_many``, and encode a :class:`DetectResult`; they never see batching, workers or predictors.
@@ -87,11 +87,14 @@ class Engine(abc.ABC):
         model: str | None = None,
         options: DetectOptions | None = None,
         timeout_s: float | None = None,
+        priority: int = 0,
     ) -> DetectResult:
         """Detect objects in one image.
 
         Raises the ``service.errors`` domain errors; ``timeout_s`` is the client's deadline (the server's
-        ``request_timeout_ms`` caps it). Cancelling the awaiting task drops the request before compute.
+        ``request_timeout_ms`` caps it). ``priority`` follows Triton: 1 is the most urgent level, 0 (or a value
+        beyond the configured levels) means the default level. Cancelling the awaiting task drops the request
+        before compute.
         """
 
     @abc.abstractmethod
@@ -102,6 +105,7 @@ class Engine(abc.ABC):
         model: str | None = None,
         options: DetectOptions | None = None,
         timeout_s: float | None = None,
+        priority: int = 0,
     ) -> list[DetectResult]:
         """Detect objects in several images of one request: admitted together, batched with everyone else,
         failing (and cancelling the rest) on the first error."""
@@ -116,7 +120,7 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def statistics(self, name: str) -> StatsSnapshot:
-        """Triton-style per-model statistics (for a later ``/v2/models/{m}/stats``)."""
+        """Triton-style per-model statistics (``/v2/models/{m}/stats``, ``ModelStatistics``)."""
 
     @abc.abstractmethod
     def is_live(self) -> bool:

@@ -1,8 +1,11 @@
 """Domain errors of the service and their one mapping to HTTP statuses and gRPC codes.
 
 The engine, the decoders and the transports raise these; each front end maps them through the tables below and
-nowhere else. ``code`` is the stable machine-readable name sent to clients (``{"error": {"code", "message"}}``,
-the in-band status of a stream frame) and used as the ``code`` label of ``yoloxpai_requests_total``.
+nowhere else: ``/v1`` and ``yoloxpai.v1`` through ``HTTP_STATUS``/``GRPC_CODE``, the Open Inference Protocol
+(``/v2``, ``inference.GRPCInferenceService``) through ``TRITON_STATUS``, which follows Triton so its clients see
+the statuses and wording they expect. ``code`` is the stable machine-readable name sent to clients
+(``{"error": {"code", "message"}}``, the in-band status of a stream frame) and used as the ``code`` label of
+``yoloxpai_requests_total``.
 Imports nothing from ``model``.
 """
 
@@ -31,6 +34,13 @@ class InvalidOption(ServiceError):
     """A request option (threshold, class filter, field type, ...) is invalid."""
 
     code = "invalid_option"
+
+
+class InvalidTensor(ServiceError):
+    """An Open Inference Protocol tensor does not fit the model: unknown name, wrong datatype or shape, data of the
+    wrong size, a malformed binary section."""
+
+    code = "invalid_tensor"
 
 
 class PayloadTooLarge(ServiceError):
@@ -88,6 +98,7 @@ class InferenceFailed(ServiceError):
 HTTP_STATUS: dict[type[ServiceError], int] = {
     InvalidImage: 400,
     InvalidOption: 400,
+    InvalidTensor: 400,
     Unauthenticated: 401,
     ModelNotFound: 404,
     PayloadTooLarge: 413,
@@ -101,6 +112,7 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
 GRPC_CODE: dict[type[ServiceError], grpc.StatusCode] = {
     InvalidImage: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidOption: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidTensor: grpc.StatusCode.INVALID_ARGUMENT,
     # gRPC has no "unsupported media type": an encoded image in an unknown format is an invalid argument.
     UnsupportedMediaType: grpc.StatusCode.INVALID_ARGUMENT,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
@@ -124,3 +136,40 @@ def http_status(error: ServiceError) -> int:
 def grpc_code(error: ServiceError) -> grpc.StatusCode:
     """The gRPC status code for ``error`` (INTERNAL for anything not in the table)."""
     return GRPC_CODE.get(type(error), grpc.StatusCode.INTERNAL)
+
+
+# Triton's mapping (its INVALID_ARG -> 400, NOT_FOUND -> 404, UNAVAILABLE -> 503, INTERNAL -> 500): every
+# client-side fault is a 400 and every retryable condition, the timeout included, is UNAVAILABLE. Authentication is
+# ours (Triton core has none).
+TRITON_STATUS: dict[type[ServiceError], tuple[int, grpc.StatusCode]] = {
+    InvalidImage: (400, grpc.StatusCode.INVALID_ARGUMENT),
+    InvalidOption: (400, grpc.StatusCode.INVALID_ARGUMENT),
+    InvalidTensor: (400, grpc.StatusCode.INVALID_ARGUMENT),
+    UnsupportedMediaType: (400, grpc.StatusCode.INVALID_ARGUMENT),
+    PayloadTooLarge: (400, grpc.StatusCode.INVALID_ARGUMENT),
+    Unauthenticated: (401, grpc.StatusCode.UNAUTHENTICATED),
+    ModelNotFound: (404, grpc.StatusCode.NOT_FOUND),
+    InferenceFailed: (500, grpc.StatusCode.INTERNAL),
+    Overloaded: (503, grpc.StatusCode.UNAVAILABLE),
+    NotReady: (503, grpc.StatusCode.UNAVAILABLE),
+    DeadlineExceeded: (503, grpc.StatusCode.UNAVAILABLE),
+}
+
+# Triton's wording, kept at the start of our message: clients and dashboards match on these phrases.
+_TRITON_WORDING: dict[type[ServiceError], str] = {
+    Overloaded: "Exceeds maximum queue size",
+    DeadlineExceeded: "Request timeout expired",
+    ModelNotFound: "Request for unknown model",
+}
+
+
+def triton_status(error: ServiceError) -> tuple[int, grpc.StatusCode]:
+    """``(HTTP status, gRPC code)`` of ``error`` on the Open Inference Protocol (500 / INTERNAL if unlisted)."""
+    return TRITON_STATUS.get(type(error), (500, grpc.StatusCode.INTERNAL))
+
+
+def triton_message(error: ServiceError, request_id: str = "") -> str:
+    """The error text Triton would send: ``[request id: ID] `` when the request has one, then its wording."""
+    wording = _TRITON_WORDING.get(type(error))
+    text = f"{wording}: {error.message}" if wording else error.message
+    return f"[request id: {request_id}] {text}" if request_id else text

@@ -1,9 +1,12 @@
-"""gRPC front end (grpc.aio): ``yoloxpai.v1.Detector`` + ``grpc.health.v1`` + server reflection.
+"""gRPC front end (grpc.aio): ``yoloxpai.v1.Detector`` + ``grpc.health.v1`` + server reflection, and the Open
+Inference Protocol's ``inference.GRPCInferenceService`` (``service.oip.grpc_service``) on the same server.
 
 Thin: protobuf -> engine inputs -> ``engine.detect`` -> protobuf; domain errors become statuses through
-``service.errors.GRPC_CODE`` (unary calls) or an in-band ``Status`` (stream frames). The only module that imports
-the generated ``service.pb`` code on the server side. ``create_server`` returns a bound, not yet started server so
-tests can bind port 0. Imports nothing from ``model``.
+``service.errors.GRPC_CODE`` (unary calls) or an in-band ``Status`` (stream frames). With ``service.oip``, the only
+code that imports the generated ``service.pb`` modules on the server side. Reflection lists ``yoloxpai.v1`` and
+health only: the ``inference`` protos live in a private descriptor pool (see ``proto/gen.py``), which the
+reflection service cannot read beside the default one. ``create_server`` returns a bound, not yet started server
+so tests can bind port 0. Imports nothing from ``model``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from service import errors
 from service.engine import DetectOptions, DetectResult, Engine
 from service.errors import InvalidImage, ServiceError, Unauthenticated
 from service.imaging import EncodedImage, ImageInput, RawImage
+from service.oip import grpc_service as oip_grpc
 from service.pb.yoloxpai.v1 import detection_pb2 as pb
 from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
 from service.settings import Settings
@@ -241,7 +245,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
 class EngineHealthServicer(health_aio.HealthServicer):
     """``grpc.health.v1.Health`` whose ``Check`` reads the engine's readiness live (Watch gets pushed updates)."""
 
-    SERVICES = ("", SERVICE_NAME)
+    SERVICES = ("", SERVICE_NAME, oip_grpc.SERVICE_NAME)
 
     def __init__(self, engine: Engine) -> None:
         super().__init__()
@@ -286,6 +290,7 @@ def create_server(
         ]
     )
     pb_grpc.add_DetectorServicer_to_server(DetectorServicer(engine, settings), server)
+    oip_grpc.add_to_server(engine, settings, server)
     health = EngineHealthServicer(engine)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name

@@ -1,7 +1,8 @@
 """REST front end (FastAPI): parse the body into engine inputs, call the engine, encode; errors mapped once.
 
 Routes: ``POST /v1/detect``, ``POST /v1/models/{name}/detect``, ``GET /v1/models``, ``GET /healthz``,
-``GET /readyz``, ``GET /metrics``, OpenAPI at ``/docs``. The image is the raw body (``image/*`` or
+``GET /readyz``, ``GET /metrics``, OpenAPI at ``/docs``; the Open Inference Protocol under ``/v2``
+(``service.oip.rest``, with its own Triton-style errors). The image is the raw body (``image/*`` or
 ``application/octet-stream``), multipart field(s) ``image``, or JSON ``{"images": [{"b64": ...}], ...}``.
 Every error body is ``{"error": {"code", "message"}}`` (``service.errors.HTTP_STATUS``). A client that disconnects
 while its request waits cancels it, so it is dropped before compute. Imports nothing from ``model``.
@@ -9,15 +10,12 @@ while its request waits cancels it, so it is dropped before compute. Imports not
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import hmac
 import json
 import time
-from collections.abc import Awaitable
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,20 +28,15 @@ from starlette.requests import ClientDisconnect
 
 from service import errors
 from service.engine import DetectOptions, DetectResult, Engine, ModelInfo
-from service.errors import (
-    InvalidImage,
-    InvalidOption,
-    PayloadTooLarge,
-    ServiceError,
-    Unauthenticated,
-)
+from service.errors import InvalidImage, InvalidOption, ServiceError, Unauthenticated
+from service.http_io import ClientDisconnected, check_api_key, read_body, run_until_disconnect
 from service.imaging import EncodedImage, check_media_type
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from service.oip.rest import create_router
 from service.schemas import DetectJSONRequest, DetectResponse, ErrorResponse, ModelList
 from service.settings import Settings
 
 PROTOCOL = "rest"
-T = TypeVar("T")
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 415, 503, 504)
@@ -68,10 +61,6 @@ _DETECT_BODY = {
 }
 
 
-class ClientDisconnected(Exception):
-    """The HTTP client went away before its answer was ready."""
-
-
 def error_response(error: ServiceError, settings: Settings) -> JSONResponse:
     """The one place a domain error becomes an HTTP response."""
     headers = {}
@@ -81,33 +70,6 @@ def error_response(error: ServiceError, settings: Settings) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     body = {"error": {"code": error.code, "message": error.message}}
     return JSONResponse(body, status_code=errors.http_status(error), headers=headers)
-
-
-def check_api_key(authorization: str | None, api_keys: list[str]) -> None:
-    """Require ``Bearer <key>`` matching one of ``api_keys`` (no-op when none are configured)."""
-    if not api_keys:
-        return
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated("missing API key: send `Authorization: Bearer <key>`")
-    # Compare against every key (constant time each) so timing does not reveal which one nearly matched.
-    matches = [hmac.compare_digest(token.strip().encode(), key.encode()) for key in api_keys]
-    if not any(matches):
-        raise Unauthenticated("invalid API key")
-
-
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The whole body, refusing more than ``max_bytes`` (by ``Content-Length`` first, then while streaming)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _b64_image(value: str, index: int) -> EncodedImage:
@@ -190,30 +152,6 @@ async def parse_detect_body(
     if len(images) > settings.max_images_per_request:
         raise InvalidOption(f"{len(images)} images in one request; the limit is {settings.max_images_per_request}")
     return images, options
-
-
-async def _wait_disconnect(request: Request) -> None:
-    # After the body is consumed, the next ASGI message can only be the client's disconnect.
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-async def run_until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it if the client disconnects first (its queued images are then dropped)."""
-    work_task = asyncio.ensure_future(work)
-    watch_task = asyncio.ensure_future(_wait_disconnect(request))
-    try:
-        await asyncio.wait({work_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watch_task.cancel()
-        if not work_task.done():
-            work_task.cancel()
-            await asyncio.gather(work_task, return_exceptions=True)  # let the engine release what it holds
-    if work_task.cancelled():
-        raise ClientDisconnected()
-    return work_task.result()
 
 
 def encode_results(results: list[DetectResult], total_ms: float) -> dict[str, Any]:
@@ -364,6 +302,8 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
     @app.get("/metrics", summary="Prometheus metrics (yoloxpai_* and Triton-named nv_inference_*)")
     async def metrics() -> Response:
         return Response(engine.metrics_text(), media_type=METRICS_CONTENT_TYPE)
+
+    app.include_router(create_router(engine, settings))
 
     # DetectJSONRequest is referenced from the hand-written request body: publish it in the components.
     original_openapi = app.openapi

@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     queue_capacity: int = Field(
         64, ge=1, description="admitted but not yet running requests per model; beyond -> 503 / UNAVAILABLE"
     )
+    priority_levels: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="request priority levels (Triton semantics: 1 is the most urgent; a batch takes urgent requests "
+        "first); a request without a priority, or with one outside 1..levels, gets --default-priority-level",
+    )
+    default_priority_level: int = Field(
+        2, ge=1, description="the level of requests that name no (valid) priority; must be <= --priority-levels"
+    )
     instances_per_device: int = Field(1, ge=1, description="model instances (sessions) per device and model")
     inference_threads: int | None = Field(
         None, ge=1, description="CPU threads per instance's backend session (default: the backend's choice)"
@@ -109,6 +119,15 @@ class Settings(BaseSettings):
     def _tls_pair(self) -> Settings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file must be given together")
+        return self
+
+    @model_validator(mode="after")
+    def _priority_default(self) -> Settings:
+        if not 1 <= self.default_priority_level <= self.priority_levels:
+            raise ValueError(
+                f"default_priority_level must be in [1, priority_levels={self.priority_levels}], "
+                f"got {self.default_priority_level}"
+            )
         return self
 
     @property

@@ -2,8 +2,8 @@
 
 These are the numbers Triton's statistics extension reports (success/failure counts, cumulative queue and compute
 durations, per-batch-size execution counts and durations). The Prometheus ``nv_inference_*`` series are a view
-on them (``service.metrics``), and a later ``/v2/models/{m}/stats`` endpoint can be built from a snapshot without
-touching the engine. Durations are integer nanoseconds, as Triton reports them.
+on them (``service.metrics``), and ``/v2/models/{m}/stats`` / ``ModelStatistics`` are built from a snapshot
+(``service.oip.descriptions``) without touching the engine. Durations are integer nanoseconds, as Triton reports them.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class StatsSnapshot:
     success_count: int
     success_ns: int
     fail_count: dict[str, int]
+    fail_ns: int
     queue_count: int
     queue_ns: int
     compute_input_ns: int
@@ -55,6 +56,7 @@ class ModelStatistics:
     _success_count: int = 0
     _success_ns: int = 0
     _fail: Counter = field(default_factory=Counter)
+    _fail_ns: int = 0
     _queue_count: int = 0
     _queue_ns: int = 0
     _input_ns: int = 0
@@ -71,10 +73,11 @@ class ModelStatistics:
             self._success_count += 1
             self._success_ns += duration_ns
 
-    def record_failure(self, reason: str) -> None:
-        """One admitted (or rejected) image failed for ``reason`` (a ``REASON_*`` value)."""
+    def record_failure(self, reason: str, duration_ns: int = 0) -> None:
+        """One admitted (or rejected) image failed for ``reason`` (a ``REASON_*`` value) after ``duration_ns``."""
         with self._lock:
             self._fail[reason] += 1
+            self._fail_ns += duration_ns
 
     def record_queue(self, wait_ns: int) -> None:
         """One image left the queue for a batch after waiting ``wait_ns``."""
@@ -106,6 +109,7 @@ class ModelStatistics:
                 success_count=self._success_count,
                 success_ns=self._success_ns,
                 fail_count=dict(self._fail),
+                fail_ns=self._fail_ns,
                 queue_count=self._queue_count,
                 queue_ns=self._queue_ns,
                 compute_input_ns=self._input_ns,

@@ -1,0 +1,72 @@
+"""HTTP plumbing shared by the REST front ends (``/v1`` in ``service.rest``, ``/v2`` in ``service.oip.rest``):
+API-key check, a size-bounded body read, and cancelling work when the client disconnects.
+Imports nothing from ``model``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from fastapi import Request
+
+from service.errors import PayloadTooLarge, Unauthenticated
+
+T = TypeVar("T")
+
+
+class ClientDisconnected(Exception):
+    """The HTTP client went away before its answer was ready."""
+
+
+def check_api_key(authorization: str | None, api_keys: list[str]) -> None:
+    """Require ``Bearer <key>`` matching one of ``api_keys`` (no-op when none are configured)."""
+    if not api_keys:
+        return
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("missing API key: send `Authorization: Bearer <key>`")
+    # Compare against every key (constant time each) so timing does not reveal which one nearly matched.
+    matches = [hmac.compare_digest(token.strip().encode(), key.encode()) for key in api_keys]
+    if not any(matches):
+        raise Unauthenticated("invalid API key")
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, refusing more than ``max_bytes`` (by ``Content-Length`` first, then while streaming)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _wait_disconnect(request: Request) -> None:
+    # After the body is consumed, the next ASGI message can only be the client's disconnect.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def run_until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (its queued images are then dropped)."""
+    work_task = asyncio.ensure_future(work)
+    watch_task = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        await asyncio.wait({work_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch_task.cancel()
+        if not work_task.done():
+            work_task.cancel()
+            await asyncio.gather(work_task, return_exceptions=True)  # let the engine release what it holds
+    if work_task.cancelled():
+        raise ClientDisconnected()
+    return work_task.result()

@@ -1,0 +1,240 @@
+"""Open Inference Protocol over gRPC: ``inference.GRPCInferenceService`` (KServe v2 + Triton's streaming, config
+and statistics RPCs) beside ``yoloxpai.v1.Detector`` on the same server. Thin: protobuf (``grpc_codec``) ->
+``serving.infer`` (the engine) -> protobuf.
+
+Errors: unary calls end with ``service.errors.TRITON_STATUS`` codes and Triton's wording. ``ModelStreamInfer``
+answers each request as it completes (match by ``id``), reports a failing request in band (``error_message``)
+and keeps the stream open, unless the client sent metadata ``triton_grpc_error: true``: then the first failure
+ends the stream with its status. ServerLive/ServerReady are open; every other RPC needs the API key when keys are
+configured. Imports nothing from ``model``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from service import errors
+from service.engine import Engine
+from service.errors import NotReady, ServiceError
+from service.http_io import check_api_key
+from service.oip import descriptions
+from service.oip.grpc_codec import decode_request, encode_response, from_dict
+from service.oip.serving import infer, resolve_model, served_label
+from service.pb.inference import grpc_service_pb2 as pb
+from service.pb.inference import grpc_service_pb2_grpc as pb_grpc
+from service.pb.inference import model_config_pb2 as config_pb
+from service.settings import Settings
+
+PROTOCOL = "oip_grpc"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name  # "inference.GRPCInferenceService"
+GRPC_ERROR_HEADER = "triton_grpc_error"  # "true": a failing stream request ends the stream with its status
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """``inference.GRPCInferenceService`` over an :class:`Engine`."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    async def _abort(self, context: grpc.aio.ServicerContext, error: ServiceError, request_id: str = "") -> None:
+        _, code = errors.triton_status(error)
+        trailing = (("retry-after", str(self._settings.retry_after_s)),) if isinstance(error, errors.RETRYABLE) else ()
+        await context.abort(code, errors.triton_message(error, request_id), trailing_metadata=trailing)
+
+    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        metadata = dict(context.invocation_metadata() or ())
+        check_api_key(str(metadata.get("authorization", "")), self._settings.api_keys)
+
+    async def _exiting(self, context: grpc.aio.ServicerContext) -> None:
+        if self._engine.draining.is_set():
+            await self._abort(context, NotReady("Server exiting", draining=True))
+
+    # -- health and metadata -------------------------------------------------------------------------------
+
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
+        """Live while the process runs; UNAVAILABLE "Server exiting" once draining."""
+        await self._exiting(context)
+        return pb.ServerLiveResponse(live=self._engine.is_live())
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
+        """Ready when every model is loaded and warm; UNAVAILABLE "Server exiting" once draining."""
+        await self._exiting(context)
+        return pb.ServerReadyResponse(ready=self._engine.is_ready())
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        """Ready when the server is and the model (at that version) is served; unknown models are not ready."""
+        try:
+            self._authorize(context)
+            resolve_model(self._engine, request.name, request.version)
+        except errors.Unauthenticated as exc:
+            await self._abort(context, exc)
+        except ServiceError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=self._engine.is_ready())
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        """Name, version and the implemented extensions."""
+        try:
+            self._authorize(context)
+        except ServiceError as exc:
+            await self._abort(context, exc)
+        return from_dict(descriptions.server_metadata(), pb.ServerMetadataResponse())
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        """The model's tensors."""
+        try:
+            self._authorize(context)
+            info = resolve_model(self._engine, request.name, request.version)
+        except ServiceError as exc:
+            await self._abort(context, exc)
+        return from_dict(descriptions.model_metadata(info), pb.ModelMetadataResponse())
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        """Triton's model configuration for what the server really does."""
+        try:
+            self._authorize(context)
+            info = resolve_model(self._engine, request.name, request.version)
+        except ServiceError as exc:
+            await self._abort(context, exc)
+        config = from_dict(descriptions.model_config(info, self._settings), config_pb.ModelConfig())
+        return pb.ModelConfigResponse(config=config)
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        """Statistics of one model, or of every model when ``name`` is empty."""
+        try:
+            self._authorize(context)
+            if request.name:
+                infos = [resolve_model(self._engine, request.name, request.version)]
+            else:
+                infos = self._engine.models()
+        except ServiceError as exc:
+            await self._abort(context, exc)
+        stats = [descriptions.model_statistics(i, self._engine.statistics(i.name)) for i in infos]
+        return from_dict({"model_stats": stats}, pb.ModelStatisticsResponse())
+
+    # -- inference -----------------------------------------------------------------------------------------
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> tuple[pb.ModelInferResponse | None, ServiceError | None]:
+        # One request, counted in the request metrics; a domain error is returned, not raised.
+        start = time.perf_counter()
+        code = "ok"
+        try:
+            decoded = decode_request(request)
+            result = await infer(
+                self._engine,
+                decoded,
+                max_images=self._settings.max_images_per_request,
+                client_timeout_s=context.time_remaining(),
+            )
+            return encode_response(result), None
+        except ServiceError as exc:
+            code = exc.code
+            return None, exc
+        except asyncio.CancelledError:
+            code = "cancelled"
+            raise
+        finally:
+            label = served_label(self._engine, request.model_name)
+            self._engine.observe_request(PROTOCOL, label, code, time.perf_counter() - start)
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        """One inference request; errors are call statuses."""
+        try:
+            self._authorize(context)
+        except ServiceError as exc:
+            await self._abort(context, exc)
+        response, error = await self._infer(request, context)
+        if error is not None:
+            await self._abort(context, error, request.id)
+        return response
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests in, responses out as each completes; at most ``stream_window`` in flight."""
+        try:
+            self._authorize(context)
+        except ServiceError as exc:
+            await self._abort(context, exc)
+        metadata = dict(context.invocation_metadata() or ())
+        errors_end_stream = str(metadata.get(GRPC_ERROR_HEADER, "")).lower() == "true"
+        draining = self._engine.draining
+        window = self._settings.stream_window
+        inflight: list[tuple[pb.ModelInferRequest, asyncio.Task]] = []
+        requests = request_iterator.__aiter__()
+        read: asyncio.Task | None = None
+        drain_wait = asyncio.ensure_future(draining.wait())
+        input_done = False
+        try:
+            while True:
+                # Read only while the window has room: otherwise gRPC flow control holds the sender back.
+                if read is None and not input_done and not draining.is_set() and len(inflight) < window:
+                    read = asyncio.ensure_future(requests.__anext__())
+                waiters: set[asyncio.Future] = {task for _, task in inflight}
+                if read is not None:
+                    waiters |= {read, drain_wait}
+                if not waiters:
+                    break
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if read is not None and read.done():
+                    try:
+                        request = read.result()
+                    except StopAsyncIteration:
+                        input_done = True
+                    else:
+                        inflight.append((request, asyncio.ensure_future(self._infer(request, context))))
+                    read = None
+                elif read is not None and draining.is_set():
+                    read.cancel()  # shutting down: requests not read yet were never accepted
+                    read = None
+                finished = [(req, task) for req, task in inflight if task.done()]
+                inflight = [(req, task) for req, task in inflight if not task.done()]
+                for request, task in finished:
+                    response, error = task.result()
+                    if error is None:
+                        yield pb.ModelStreamInferResponse(infer_response=response)
+                    elif errors_end_stream:
+                        await self._abort(context, error, request.id)
+                    else:
+                        yield _in_band_error(request, error)
+        finally:
+            # Client cancel / deadline / abort: cancelling the requests drops any still queued before compute.
+            for task in (read, drain_wait, *(task for _, task in inflight)):
+                if task is not None:
+                    task.cancel()
+
+
+def _in_band_error(request: pb.ModelInferRequest, error: ServiceError) -> pb.ModelStreamInferResponse:
+    """A failed stream request: Triton's message, with the request's id and model so the client can match it."""
+    echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
+    return pb.ModelStreamInferResponse(error_message=errors.triton_message(error, request.id), infer_response=echo)
+
+
+def add_to_server(engine: Engine, settings: Settings, server: grpc.aio.Server) -> None:
+    """Register the service on a (not yet started) server."""
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(engine, settings), server)
