@@ -1,0 +1,140 @@
+"""Train on the synthetic shapes dataset within a time budget and print mAP and throughput.
+
+    python bench/train_shapes.py --time-budget-min 10                      # yolox-nano at 256 px
+    python bench/train_shapes.py --presets yolox-nano,yolox-tiny --img-size 320 --time-budget-min 20
+
+Each preset gets an equal share of the budget. A short calibration (a few real training steps) measures the step
+time; the number of epochs is then chosen so training plus the final evaluation fit the share, and the schedule
+(warm-up, cosine, no-aug phase) is laid out over exactly those epochs. The printed wall time is the measured one.
+Recipe: the preset's augmentation and SimOTA/losses; lr per image ``--lr-per-img`` (default 16x Megvii's 0.01/64,
+because a few hundred steps from scratch need it); EMA as the reference; evaluation of the EMA model on the
+val split with faster-coco-eval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from model.data.shapes import make_shapes_dataset  # noqa: E402
+from model.train.config import TrainConfig  # noqa: E402
+from model.train.distributed import init_distributed  # noqa: E402
+from model.train.loop import train, train_one_epoch  # noqa: E402
+from model.train.monitor import Monitor  # noqa: E402
+from model.train.run import build_run  # noqa: E402
+
+CALIBRATION_STEPS = 8
+SAFETY = 0.85  # share of the budget planned for training; the rest absorbs eval, checkpoints and jitter
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line flags."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", default="yolox-nano", help="comma-separated preset names")
+    p.add_argument("--img-size", type=int, default=256, help="square training/eval size (multiple of 32)")
+    p.add_argument("--train-images", type=int, default=1000)
+    p.add_argument("--val-images", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr-per-img", type=float, default=0.16 / 64)
+    p.add_argument("--time-budget-min", type=float, default=10.0, help="total for all presets")
+    p.add_argument("--multiscale-range", type=int, default=2, help="sizes 32 * (S/32 -/+ R); 0 disables")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 + one loader worker = 2 cores)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", help="shapes dataset folder (generated if missing; default: a temp folder)")
+    p.add_argument("--out-dir", help="run folders (default: a temp folder)")
+    return p.parse_args(argv)
+
+
+def base_config(preset: str, data: Path, out: Path, args: argparse.Namespace) -> TrainConfig:
+    """The recipe before the epoch count is known."""
+    return TrainConfig(
+        arch=preset, data=str(data), out_dir=str(out), epochs=1, batch_size=args.batch_size,
+        input_hw=(args.img_size, args.img_size), device=args.device, workers=args.workers,
+        basic_lr_per_img=args.lr_per_img, multiscale_range=args.multiscale_range, warmup_epochs=0,
+        no_aug_epochs=0, tensorboard=False, progress=False,
+    )  # fmt: skip
+
+
+class StepTimer(Monitor):
+    """Records each step's wall time instead of logging it."""
+
+    def __init__(self) -> None:
+        super().__init__(".", active=False, total_iters=0)
+        self.times: list[float] = []
+
+    def train_step(self, **kwargs) -> None:
+        """Keep ``step_s``."""
+        self.times.append(kwargs["step_s"])
+
+
+def seconds_per_step(cfg: TrainConfig) -> tuple[float, int]:
+    """(median seconds per training step over a few real steps, iterations per epoch)."""
+    run = build_run(dataclasses.replace(cfg, out_dir=cfg.out_dir + "-calibration"), init_distributed(cfg.device))
+    iters_per_epoch = run.iters_per_epoch
+    run.iters_per_epoch = CALIBRATION_STEPS + 2
+    timer = StepTimer()
+    run.train_loader.set_epoch(0)
+    train_one_epoch(run, 0, use_l1=False, monitor=timer)
+    # The first two steps warm up the allocator, oneDNN kernels and workers; the median ignores a stray slow step.
+    return statistics.median(timer.times[2:]), iters_per_epoch
+
+
+def plan_epochs(step_s: float, iters_per_epoch: int, val_images: int, batch: int, budget_s: float) -> int:
+    """Epochs that fit ``budget_s`` with one final evaluation (inference ~ 1/3 of a training step per image)."""
+    eval_s = val_images * step_s / batch / 3 + 5.0
+    return max(1, math.floor((budget_s * SAFETY - eval_s) / (step_s * iters_per_epoch)))
+
+
+def bench_preset(preset: str, data: Path, out: Path, args: argparse.Namespace, budget_s: float) -> dict:
+    """Calibrate, train and evaluate one preset; return its table row."""
+    cfg = base_config(preset, data, out, args)
+    step_s, iters_per_epoch = seconds_per_step(cfg)
+    epochs = plan_epochs(step_s, iters_per_epoch, args.val_images, args.batch_size, budget_s)
+    cfg = dataclasses.replace(cfg, epochs=epochs, warmup_epochs=min(5, max(1, epochs // 10)),
+                              no_aug_epochs=1 if epochs > 2 else 0, eval_interval_epochs=epochs)  # fmt: skip
+    print(f"{preset}: {step_s:.3f} s/step x {iters_per_epoch} steps/epoch -> {epochs} epochs", flush=True)
+    summary = train(cfg)
+    result = summary.last_eval
+    return {"preset": preset, "img": args.img_size, "epochs": epochs, "wall_s": summary.wall_s,
+            "img_s": summary.images_per_s, "map": result.ap50_95, "map50": result.ap50}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the table."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)  # two spinning OpenMP threads plus a loader worker thrash 2 cores
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    workdir = Path(tempfile.mkdtemp(prefix="yoloxpai-bench-"))
+    data = Path(args.data_dir) if args.data_dir else workdir / "shapes"
+    if not (data / "annotations" / "instances_train.json").is_file():
+        start = time.perf_counter()
+        make_shapes_dataset(data, train=args.train_images, val=args.val_images, img_size=args.img_size, seed=0)
+        print(f"generated {args.train_images}+{args.val_images} shapes images in {time.perf_counter() - start:.0f} s")
+    out = Path(args.out_dir) if args.out_dir else workdir / "runs"
+    budget_s = args.time_budget_min * 60 / len(presets)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, budget {budget_s / 60:.1f} min/preset")
+    rows = [bench_preset(p, data, out / p, args, budget_s) for p in presets]
+    header = f"{'preset':<14} {'img':>4} {'epochs':>6} {'wall s':>7} {'img/s':>7} {'mAP50:95':>9} {'mAP50':>7}"
+    print("\n" + header + "\n" + "-" * len(header))
+    for r in rows:
+        print(f"{r['preset']:<14} {r['img']:>4} {r['epochs']:>6} {r['wall_s']:>7.0f} {r['img_s']:>7.1f} "
+              f"{r['map']:>9.4f} {r['map50']:>7.4f}")  # fmt: skip
+    over = [r["preset"] for r in rows if r["wall_s"] > budget_s]
+    if over:
+        print(f"over budget: {', '.join(over)} (the calibration underestimated the step time)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""``yoloxpai train``: train a preset on COCO-format data (single process or under ``torchrun``).
+
+Examples::
+
+    yoloxpai train --arch yolox-s --data data/coco --out runs/s --batch-size 64 --amp
+    yoloxpai train --arch yolox-nano --data shapes/ --out runs/nano --weights yolox_nano.pth --epochs 50
+    yoloxpai train --out runs/s --resume                 # continue runs/s/last.pt exactly
+    torchrun --nproc-per-node 8 -m yoloxpai.cli train --arch yolox-s --data data/coco --out runs/s -b 64
+
+With ``--resume`` the run's stored settings are used; flags given explicitly override the non-schedule ones
+(device, workers, logging); changing the schedule (epochs, batch size, ...) is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# flag dest -> TrainConfig field, for flags that map one to one
+_FIELDS = {
+    "arch": "arch", "data": "data", "out": "out_dir", "epochs": "epochs", "batch_size": "batch_size",
+    "device": "device", "workers": "workers", "weights": "weights", "amp": "amp", "sync_bn": "sync_bn",
+    "seed": "seed", "eval_interval": "eval_interval_epochs", "no_aug_epochs": "no_aug_epochs",
+    "warmup_epochs": "warmup_epochs", "lr_per_img": "basic_lr_per_img", "weight_decay": "weight_decay",
+    "weight_decay_all": "weight_decay_all",
+    "multiscale_range": "multiscale_range", "assigner": "assigner", "iou_loss": "iou_loss", "augment": "augment",
+    "max_iters_per_epoch": "max_iters_per_epoch", "checkpoint_interval": "checkpoint_interval_epochs",
+    "print_interval": "print_interval_iters", "ema": "ema", "tensorboard": "tensorboard", "progress": "progress",
+    "eval_batch_size": "eval_batch_size",
+}  # fmt: skip
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the command's flags (defaults: ``TrainConfig``, the Megvii recipe)."""
+    add = parser.add_argument
+    add("--arch", help="preset name, e.g. yolox-s, yolox-nano, yolox-pai-s (see `yoloxpai info`)")
+    add("--data", help="dataset directory (annotations/instances_{train,val}.json) or a COCO json")
+    add("--out", help="run directory (checkpoints, metrics.jsonl, tensorboard/)")
+    add("--epochs", type=int, help="default 300")
+    add("-b", "--batch-size", type=int, help="global batch over all processes (default 64; lr scales with it)")
+    add("--img-size", type=int, nargs="+", metavar="PX", help="training size: S or H W (default: the preset's)")
+    add("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    add("--workers", type=int, help="data loader workers per process (default 4)")
+    add("--weights", help="initial weights: official Megvii/EasyCV checkpoint or ours (num_classes may differ)")
+    add("--resume", nargs="?", const="auto", metavar="CKPT", help="continue a run (default OUT/last.pt)")
+    add("--amp", action="store_true", default=None, help="mixed precision (CUDA only)")
+    add("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under DDP")
+    add("--seed", type=int)
+    add("--eval-interval", type=int, metavar="EPOCHS", help="default 10 (every epoch of the no-aug phase)")
+    add("--eval-batch-size", type=int)
+    add("--no-aug-epochs", type=int, help="last N epochs without mosaic/mixup, with L1 (default 15)")
+    add("--warmup-epochs", type=int, help="default 5")
+    add("--lr-per-img", type=float, help="base lr per image (default 0.01/64)")
+    add("--weight-decay", type=float)
+    add("--weight-decay-all", action="store_true", default=None, help="decay BN weights and biases too (EasyCV)")
+    add("--multiscale-range", type=int, help="sizes 32*(S/32 -/+ R) (default 5; 0 disables)")
+    add("--multiscale-sizes", type=int, nargs=2, metavar=("MIN", "MAX"), help="sizes in units of 32")
+    add("--assigner", choices=("simota-0.3.0", "simota-center"))
+    add("--iou-loss", choices=("iou", "giou", "siou"), help="default: the preset's (iou; giou for PAI)")
+    add("--augment", choices=("default", "nano", "tiny", "pai", "none"), help="default: the preset's recipe")
+    add("--max-iters-per-epoch", type=int, help="cap steps per epoch (smoke runs)")
+    add("--checkpoint-interval", type=int, metavar="EPOCHS", help="last.pt cadence (default 1)")
+    add("--print-interval", type=int, metavar="ITERS")
+    add("--override", action="append", metavar="KEY=VALUE", help="model config field, e.g. width=0.125 (repeatable)")
+    add("--no-ema", dest="ema", action="store_false", default=None)
+    add("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
+    add("--no-progress", dest="progress", action="store_false", default=None)
+
+
+def _explicit(args: argparse.Namespace) -> dict:
+    """TrainConfig fields the user set on the command line."""
+    values = {field: getattr(args, dest) for dest, field in _FIELDS.items() if getattr(args, dest) is not None}
+    if args.img_size is not None:
+        sizes = args.img_size
+        if len(sizes) not in (1, 2):
+            raise ValueError("--img-size takes one (S) or two (H W) values")
+        values["input_hw"] = (sizes[0], sizes[-1])
+    if args.multiscale_sizes is not None:
+        values["multiscale_sizes_32"] = tuple(args.multiscale_sizes)
+    if args.override:
+        values["model_overrides"] = tuple(sorted(_parse_override(o) for o in args.override))
+    return values
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    """``width=0.125`` -> ("width", 0.125); values are JSON where they parse, else strings."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--override expects KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(raw)
+    except json.JSONDecodeError:
+        return key.strip(), raw
+
+
+def build_config(args: argparse.Namespace):
+    """The ``TrainConfig`` for these arguments (from the checkpoint's stored config when resuming)."""
+    from model.train.config import TrainConfig
+
+    values = _explicit(args)
+    if args.resume is None:
+        missing = [flag for flag, key in (("--arch", "arch"), ("--data", "data"), ("--out", "out_dir"))
+                   if key not in values]  # fmt: skip
+        if missing:
+            raise ValueError(f"{', '.join(missing)} required (or --resume)")
+        return TrainConfig(**values)
+    from model.train.checkpoint import read_training_checkpoint
+
+    if args.resume == "auto":
+        if "out_dir" not in values:
+            raise ValueError("--resume without a path needs --out (resumes OUT/last.pt)")
+        path = Path(values["out_dir"]) / "last.pt"
+    else:
+        path = Path(args.resume)
+    stored = TrainConfig.from_dict(read_training_checkpoint(path)["train_config"]).to_dict()
+    if "model_overrides" in values:
+        values["model_overrides"] = dict(values["model_overrides"])
+    stored.update(values)
+    stored["resume"] = str(path)
+    stored["weights"] = None  # the checkpoint's own weights win
+    return TrainConfig.from_dict(stored)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; print where the checkpoints went and the best mAP."""
+    from model.checkpoint import CheckpointError
+    from model.data.errors import DatasetError
+    from model.train.loop import train
+
+    try:
+        cfg = build_config(args)
+        summary = train(cfg)
+    except (ValueError, DatasetError, CheckpointError, FileNotFoundError) as exc:
+        print(f"yoloxpai train: error: {exc}", file=sys.stderr)
+        return 2
+    if not summary.is_main:
+        return 0
+    files = [name for name in ("last.pt", "best.pt") if (summary.out_dir / name).is_file()]
+    best = f"best mAP50:95 {summary.best_map:.4f}" if summary.best_map >= 0 else "not evaluated (no val split)"
+    print(f"done: {summary.epochs} epochs, {summary.iterations} iterations in {summary.wall_s:.0f} s "
+          f"({summary.images_per_s:.1f} img/s); {best}; checkpoints in {summary.out_dir}: {', '.join(files)} "
+          "(EMA weights under 'ema')")  # fmt: skip
+    return 0

@@ -1,0 +1,7 @@
+"""Training: ``TrainConfig`` (``config``), the plain loop (``loop.train``) and its parts.
+
+Module map: ``config`` (stdlib only), ``run`` (build model/data/optimizer, resume), ``loop`` (the loop, eval,
+checkpoints), ``optim`` (parameter groups, lr schedule), ``ema``, ``multiscale``, ``distributed``, ``checkpoint``
+(atomic writes, rng state), ``monitor`` (progress bar, TensorBoard, JSONL), ``inputs`` (input convention on the
+device). This package imports nothing at import time.
+"""

@@ -1,0 +1,129 @@
+"""``TrainConfig``: every knob of a training run, with the Megvii YOLOX recipe as defaults (``yolox.md`` §4).
+
+Pure stdlib (the CLI builds it before importing torch). Stored in each checkpoint as ``train_config`` so a
+resumed run can check it continues the same schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+# Names of ``model.loss.simota.ASSIGNERS``, repeated so this module stays importable without torch.
+ASSIGNER_NAMES = ("simota-0.3.0", "simota-center")
+
+# Fields a resumed run may change (where and how it runs, not what it computes).
+RESUMABLE_CHANGES = frozenset({
+    "data", "out_dir", "device", "workers", "weights", "resume", "amp", "sync_bn", "eval_interval_epochs",
+    "eval_score_threshold", "eval_nms_iou", "eval_max_detections", "eval_batch_size", "print_interval_iters",
+    "checkpoint_interval_epochs", "tensorboard", "progress",
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run.
+
+    Args:
+        arch: preset name (``model.config.VARIANTS``); ``model_overrides`` are extra ``YoloxConfig`` fields.
+        data: dataset directory or COCO json (``model.data.resolve_split``); ``out_dir``: the run directory.
+        batch_size: global batch over all ranks (Megvii's ``-b``); each rank takes ``batch_size / world_size``.
+        input_hw: training/eval size, default the preset's.
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (under torchrun ``cuda`` means the local rank's GPU).
+        weights: initial weights (official Megvii/EasyCV or ours); shape mismatches (num_classes) are skipped.
+        resume: checkpoint to continue (same schedule, exact); ``auto`` = ``out_dir/last.pt``.
+        basic_lr_per_img: lr = ``basic_lr_per_img * batch_size`` (0.01 / 64).
+        weight_decay_all: decay BN weights and biases too (EasyCV's recipe); default conv/linear weights only.
+        multiscale_range: sizes ``32 * (H/32 -/+ range)``; ``multiscale_sizes_32`` overrides with explicit
+            (min, max) in units of 32 (nano/tiny use (10, 20)); 0 / None with range 0 disables multiscale.
+        assigner: ``simota-0.3.0`` (released weights) or ``simota-center`` (YOLOX main, radius 1.5).
+        iou_loss: ``iou`` | ``giou`` | ``siou``; default the preset's (Megvii ``iou``, PAI ``giou``).
+        eval_interval_epochs: also every epoch of the no-aug phase and the last epoch (Megvii).
+        checkpoint_interval_epochs: ``last.pt`` cadence (always after the final epoch and after each evaluation).
+        max_iters_per_epoch: cap iterations per epoch (smoke tests, benchmarks); ``None`` = whole loader.
+    """
+
+    arch: str = "yolox-s"
+    data: str = ""
+    out_dir: str = "runs/train"
+    model_overrides: tuple[tuple[str, object], ...] = ()
+    epochs: int = 300
+    batch_size: int = 64
+    input_hw: tuple[int, int] | None = None
+    device: str = "auto"
+    workers: int = 4
+    weights: str | None = None
+    resume: str | None = None
+    amp: bool = False
+    sync_bn: bool = False
+    seed: int = 0
+    warmup_epochs: int = 5
+    no_aug_epochs: int = 15
+    basic_lr_per_img: float = 0.01 / 64
+    min_lr_ratio: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    weight_decay_all: bool = False
+    ema: bool = True
+    ema_decay: float = 0.9998
+    multiscale_interval_iters: int = 10
+    multiscale_range: int = 5
+    multiscale_sizes_32: tuple[int, int] | None = None
+    assigner: str = "simota-0.3.0"
+    iou_loss: str | None = None
+    augment: str | None = None
+    eval_interval_epochs: int = 10
+    checkpoint_interval_epochs: int = 1
+    eval_score_threshold: float = 0.001
+    eval_nms_iou: float = 0.65
+    eval_max_detections: int = 100
+    eval_batch_size: int | None = None
+    print_interval_iters: int = 10
+    max_iters_per_epoch: int | None = None
+    tensorboard: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if not 0 <= self.no_aug_epochs <= self.epochs:
+            raise ValueError(
+                f"no_aug_epochs must be in [0, epochs={self.epochs}], got {self.no_aug_epochs} "
+                "(set --no-aug-epochs for short runs)"
+            )
+        if self.warmup_epochs < 0 or self.warmup_epochs + self.no_aug_epochs > self.epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) + no_aug_epochs ({self.no_aug_epochs}) must not "
+                f"exceed epochs ({self.epochs}); set --warmup-epochs / --no-aug-epochs"
+            )
+        if self.assigner not in ASSIGNER_NAMES:
+            raise ValueError(f"assigner must be one of {ASSIGNER_NAMES}, got {self.assigner!r}")
+        if self.iou_loss not in (None, "iou", "giou", "siou"):
+            raise ValueError(f"iou_loss must be iou, giou or siou, got {self.iou_loss!r}")
+        if self.input_hw is not None and (self.input_hw[0] % 32 or self.input_hw[1] % 32):
+            raise ValueError(f"input_hw must be multiples of 32, got {self.input_hw}")
+        if min(self.eval_interval_epochs, self.checkpoint_interval_epochs, self.multiscale_interval_iters) < 1:
+            raise ValueError("eval/checkpoint intervals and multiscale_interval_iters must be >= 1")
+
+    def to_dict(self) -> dict:
+        """JSON-friendly form (lists for tuples), stored in checkpoints and ``train_config.json``."""
+        data = dataclasses.asdict(self)
+        data["model_overrides"] = {k: v for k, v in self.model_overrides}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Inverse of :meth:`to_dict` (unknown keys are ignored so older runs stay readable)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["model_overrides"] = tuple(sorted(dict(kwargs.get("model_overrides") or {}).items()))
+        for key in ("input_hw", "multiscale_sizes_32"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = tuple(int(v) for v in kwargs[key])
+        return cls(**kwargs)
+
+    def schedule_differences(self, other: TrainConfig) -> list[str]:
+        """Fields outside ``RESUMABLE_CHANGES`` that differ (a resume must not change them)."""
+        names = [f.name for f in dataclasses.fields(self) if f.name not in RESUMABLE_CHANGES]
+        return [f"{k}: {getattr(other, k)!r} -> {getattr(self, k)!r}" for k in names
+                if getattr(self, k) != getattr(other, k)]  # fmt: skip
