@@ -12,9 +12,9 @@ so tests can bind port 0. Imports nothing from ``model``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 
 import grpc
@@ -30,6 +30,7 @@ from service.oip import grpc_service as oip_grpc
 from service.pb.yoloxpai.v1 import detection_pb2 as pb
 from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
 from service.settings import Settings
+from service.streaming import windowed_stream
 
 PROTOCOL = "grpc"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Detector"].full_name  # "yoloxpai.v1.Detector"
@@ -172,43 +173,18 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         except ServiceError as exc:
             await self._abort(context, exc)
         draining = self._engine.draining
-        window = self._settings.stream_window
-        inflight: deque[asyncio.Task] = deque()
-        frames = request_iterator.__aiter__()
-        read: asyncio.Task | None = None
-        drain_wait = asyncio.ensure_future(draining.wait())
-        input_done = False
-        try:
-            while True:
-                # Read only while the window has room: otherwise gRPC flow control holds the sender back.
-                if read is None and not input_done and not draining.is_set() and len(inflight) < window:
-                    read = asyncio.ensure_future(frames.__anext__())
-                waiters: set[asyncio.Future] = {inflight[0]} if inflight else set()
-                if read is not None:
-                    waiters |= {read, drain_wait}
-                if not waiters:
-                    break
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                if read is not None and read.done():
-                    try:
-                        request = read.result()
-                    except StopAsyncIteration:
-                        input_done = True
-                    else:
-                        inflight.append(asyncio.ensure_future(self._frame(request, context)))
-                    read = None
-                elif read is not None and draining.is_set():
-                    read.cancel()  # shutting down: frames not read yet were never accepted
-                    read = None
-                while inflight and inflight[0].done():
-                    yield inflight.popleft().result()
-            if draining.is_set():
-                context.set_trailing_metadata((("yoloxpai-stream-end", "draining"),))
-        finally:
-            # Client cancel / deadline / error: cancelling the frames drops any still queued before compute.
-            for task in (read, drain_wait, *inflight):
-                if task is not None:
-                    task.cancel()
+        stream = windowed_stream(
+            request_iterator,
+            lambda request: self._frame(request, context),
+            window=self._settings.stream_window,
+            draining=draining,
+            ordered=True,
+        )
+        async with contextlib.aclosing(stream) as responses:
+            async for _, response in responses:
+                yield response
+        if draining.is_set():
+            context.set_trailing_metadata((("yoloxpai-stream-end", "draining"),))
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext

@@ -12,6 +12,7 @@ configured. Imports nothing from ``model``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -28,6 +29,7 @@ from service.pb.inference import grpc_service_pb2 as pb
 from service.pb.inference import grpc_service_pb2_grpc as pb_grpc
 from service.pb.inference import model_config_pb2 as config_pb
 from service.settings import Settings
+from service.streaming import windowed_stream
 
 PROTOCOL = "oip_grpc"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name  # "inference.GRPCInferenceService"
@@ -183,50 +185,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await self._abort(context, exc)
         metadata = dict(context.invocation_metadata() or ())
         errors_end_stream = str(metadata.get(GRPC_ERROR_HEADER, "")).lower() == "true"
-        draining = self._engine.draining
-        window = self._settings.stream_window
-        inflight: list[tuple[pb.ModelInferRequest, asyncio.Task]] = []
-        requests = request_iterator.__aiter__()
-        read: asyncio.Task | None = None
-        drain_wait = asyncio.ensure_future(draining.wait())
-        input_done = False
-        try:
-            while True:
-                # Read only while the window has room: otherwise gRPC flow control holds the sender back.
-                if read is None and not input_done and not draining.is_set() and len(inflight) < window:
-                    read = asyncio.ensure_future(requests.__anext__())
-                waiters: set[asyncio.Future] = {task for _, task in inflight}
-                if read is not None:
-                    waiters |= {read, drain_wait}
-                if not waiters:
-                    break
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                if read is not None and read.done():
-                    try:
-                        request = read.result()
-                    except StopAsyncIteration:
-                        input_done = True
-                    else:
-                        inflight.append((request, asyncio.ensure_future(self._infer(request, context))))
-                    read = None
-                elif read is not None and draining.is_set():
-                    read.cancel()  # shutting down: requests not read yet were never accepted
-                    read = None
-                finished = [(req, task) for req, task in inflight if task.done()]
-                inflight = [(req, task) for req, task in inflight if not task.done()]
-                for request, task in finished:
-                    response, error = task.result()
-                    if error is None:
-                        yield pb.ModelStreamInferResponse(infer_response=response)
-                    elif errors_end_stream:
-                        await self._abort(context, error, request.id)
-                    else:
-                        yield _in_band_error(request, error)
-        finally:
-            # Client cancel / deadline / abort: cancelling the requests drops any still queued before compute.
-            for task in (read, drain_wait, *(task for _, task in inflight)):
-                if task is not None:
-                    task.cancel()
+        stream = windowed_stream(
+            request_iterator,
+            lambda request: self._infer(request, context),
+            window=self._settings.stream_window,
+            draining=self._engine.draining,
+            ordered=False,  # Triton answers as each request completes; clients match responses by id
+        )
+        async with contextlib.aclosing(stream) as results:
+            async for request, (response, error) in results:
+                if error is None:
+                    yield pb.ModelStreamInferResponse(infer_response=response)
+                elif errors_end_stream:
+                    await self._abort(context, error, request.id)
+                else:
+                    yield _in_band_error(request, error)
 
 
 def _in_band_error(request: pb.ModelInferRequest, error: ServiceError) -> pb.ModelStreamInferResponse:
