@@ -200,4 +200,5 @@ def save_weights(
     meta = {SAFETENSORS_META_KEY: json.dumps({"config": config.to_dict(), "class_names": list(class_names)})}
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp), metadata=meta)
+    tmp.chmod(0o644)  # safetensors creates owner-only files; a serving container's other user must read them
     tmp.replace(path)

@@ -42,7 +42,11 @@ class Settings(BaseSettings):
     default_model: str | None = Field(
         None, description="the model `/v1/detect` and an empty gRPC `model` use (default: the first one)"
     )
-    backend: Backend = Field("auto", description="runtime for every bundle (auto = the bundle's own format)")
+    backend: Backend = Field(
+        "auto",
+        description="runtime for every bundle (auto = the fastest installed runtime that can run one of the "
+        "bundle's formats on the device; see model.predictor.CPU_PREFERENCE / CUDA_PREFERENCE)",
+    )
     device: str = Field("cpu", description="device(s), comma-separated: cpu, cuda:0, cuda:0,cuda:1")
 
     # Network.

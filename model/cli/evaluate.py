@@ -20,7 +20,10 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's flags."""
     add = parser.add_argument
-    add("--weights", required=True, help="checkpoint: ours (.pt / .safetensors), official Megvii or EasyCV")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="checkpoint: ours (.pt / .safetensors), official Megvii or EasyCV")
+    source.add_argument("--bundle", help="an exported bundle, run through its runtime (see --backend)")
+    add("--backend", default="auto", help="bundle runtime: auto | onnxruntime | openvino | torchscript | tensorrt")
     add("--data", required=True, help="dataset directory or COCO json")
     add("--split", default="val", choices=("train", "val"))
     add("--arch", help="preset, needed when the checkpoint does not record it (official weights)")
@@ -35,9 +38,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--json", metavar="PATH", help="also write the metrics and per-class AP as JSON")
 
 
+def write_json(path: str, result) -> None:
+    """The metrics and per-class AP as JSON."""
+    per_class = [{"name": n, "AP50:95": ap, "AP50": ap50} for n, ap, ap50 in result.per_class]
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"metrics": result.metrics(), "per_class": per_class}, f, indent=2)
+
+
+def run_bundle(args: argparse.Namespace) -> int:
+    """Evaluate an exported bundle through the Predictor (the serving path)."""
+    from model.artifacts import BundleError
+    from model.data.coco import CocoDetection
+    from model.data.errors import DatasetError
+    from model.data.layout import resolve_split
+    from model.evaluate import format_result
+    from model.evaluate_bundle import evaluate_bundle
+    from model.predictor import Predictor
+
+    device = "cpu" if args.device == "auto" else args.device
+    try:
+        predictor = Predictor.from_bundle(args.bundle, backend=args.backend, device=device, spin=True)
+        ann_file, image_dir = resolve_split(args.data, args.split)
+        result = evaluate_bundle(predictor, CocoDetection(ann_file, image_dir), str(ann_file), args.batch_size)
+    except (BundleError, DatasetError, ValueError, RuntimeError) as exc:
+        print(f"yoloxpai eval: error: {exc}", file=sys.stderr)
+        return 2
+    meta = predictor.meta
+    print(f"bundle {args.bundle} ({meta.arch}) via {predictor.backend} {predictor.precision} on {device}, "
+          f"{meta.input_hw[0]}x{meta.input_hw[1]}, baked score >= {meta.thresholds.score_threshold}, "
+          f"K = {meta.thresholds.max_detections}, on {ann_file}")  # fmt: skip
+    print(format_result(result))
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the tables; non-zero exit on bad input."""
     import dataclasses
+
+    if args.bundle:
+        return run_bundle(args)
 
     from model.checkpoint import CheckpointError, load_model
     from model.data.coco import CocoDetection
@@ -78,7 +119,5 @@ def run(args: argparse.Namespace) -> int:
               f"{cfg.input_hw[0]}x{cfg.input_hw[1]}")  # fmt: skip
         print(format_result(result))
         if args.json:
-            per_class = [{"name": n, "AP50:95": ap, "AP50": ap50} for n, ap, ap50 in result.per_class]
-            with open(args.json, "w", encoding="utf-8") as f:
-                json.dump({"metrics": result.metrics(), "per_class": per_class}, f, indent=2)
+            write_json(args.json, result)
     return 0

@@ -1,0 +1,1 @@
+"""Shipped assets: the embedded default model (weights + serving bundle) and the script that rebuilds them."""
