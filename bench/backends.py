@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import describe  # noqa: E402
 from model.artifacts import load_bundle_meta  # noqa: E402
 from model.export.parity import parity_images  # noqa: E402
 from model.predictor import BACKEND_FORMATS, Predictor, runtime_available  # noqa: E402
@@ -145,6 +146,7 @@ def main() -> None:
     eager = Predictor(bundle, meta, EagerRunner(eager_model(bundle, args.weights), meta), args.threads, True)
     runners = {"eager-pytorch": eager, **runners}
 
+    print(describe())
     print(f"bundle {bundle} ({meta.arch}, input {meta.input_hw[0]}x{meta.input_hw[1]}, {args.threads} threads)")
     header = (
         f"{'backend':<14} {'batch':>5} {'ms/img':>8} {'img/s':>8} {'pre ms':>8} {'model ms':>9} {'post ms':>8} "

@@ -40,6 +40,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.machine import describe  # noqa: E402
+from service.cli import event_loop_factory  # noqa: E402
+
 
 def sample_jpeg(height: int = 480, width: int = 640, seed: int = 0) -> bytes:
     """A synthetic photo-like JPEG (smooth gradient + shapes) so decode cost is realistic."""
@@ -91,19 +94,75 @@ async def closed_loop(send, concurrency: int, duration_s: float, warmup_s: float
     return done / duration_s, latencies, errors
 
 
-async def run_rest(url: str, jpeg: bytes, levels: list[int], duration_s: float, warmup_s: float) -> dict:
+class RawHttpConnection:
+    """One keep-alive HTTP/1.1 connection that POSTs a fixed body and reads the answer (a load generator, like wrk).
+
+    httpx spends ~1.3 ms of CPU per request; on a 2-core machine shared with the server that time would be billed
+    to the server, so the default client does only what a load generator must (``--http-client httpx`` for the
+    library)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, request: bytes) -> int:
+        """Send a complete request; return the status code after reading the whole body."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        match = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
+        if match is None:
+            raise RuntimeError(f"response without Content-Length: {head[:200]!r}")
+        await self.reader.readexactly(int(match.group(1)))
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def run_http(
+    url: str, path: str, body: bytes, headers: dict[str, str], levels: list[int], duration_s: float, warmup_s: float,
+    client: str = "raw",
+) -> dict:  # fmt: skip
+    """Closed-loop POSTs of ``body`` to ``url + path`` at each concurrency level."""
     import httpx
 
     results = {}
-    limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    if client == "httpx":
+        limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as session:
 
-        async def send() -> bool:
-            response = await client.post("/v1/detect", content=jpeg, headers={"content-type": "image/jpeg"})
-            return response.status_code == 200
+            async def send() -> bool:
+                return (await session.post(path, content=body, headers=headers)).status_code == 200
 
-        for c in levels:
-            results[c] = await closed_loop(send, c, duration_s, warmup_s)
+            for c in levels:
+                results[c] = await closed_loop(send, c, duration_s, warmup_s)
+        return results
+    parsed = httpx.URL(url)
+    lines = [f"POST {path} HTTP/1.1", f"Host: {parsed.host}:{parsed.port}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    for c in levels:
+        free = [RawHttpConnection(parsed.host, parsed.port) for _ in range(c)]
+
+        async def send(free: list[RawHttpConnection] = free) -> bool:
+            connection = free.pop()  # closed loop: exactly one in-flight request per connection
+            try:
+                return await connection.post(request) == 200
+            except (OSError, asyncio.IncompleteReadError):
+                await connection.close()
+                connection = RawHttpConnection(parsed.host, parsed.port)
+                return False
+            finally:
+                free.append(connection)
+
+        results[c] = await closed_loop(send, c, duration_s, warmup_s)
+        for connection in free:
+            await connection.close()
     return results
 
 
@@ -119,25 +178,6 @@ def oip_rest_body(jpeg: bytes) -> tuple[bytes, dict[str, str]]:
     head = json.dumps(header).encode()
     headers = {"Inference-Header-Content-Length": str(len(head)), "content-type": "application/octet-stream"}
     return head + tensor, headers
-
-
-async def run_oip_rest(
-    url: str, model: str, jpeg: bytes, levels: list[int], duration_s: float, warmup_s: float
-) -> dict:
-    import httpx
-
-    body, headers = oip_rest_body(jpeg)
-    results = {}
-    limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-
-        async def send() -> bool:
-            response = await client.post(f"/v2/models/{model}/infer", content=body, headers=headers)
-            return response.status_code == 200
-
-        for c in levels:
-            results[c] = await closed_loop(send, c, duration_s, warmup_s)
-    return results
 
 
 async def run_oip_grpc(
@@ -272,9 +312,26 @@ def measure_protocols(args: argparse.Namespace, jpeg: bytes, levels: list[int], 
     (``--rounds`` times), so a machine that speeds up or slows down during the run treats every protocol alike."""
     model = args.model or default_model(args.url)
     runners = {
-        "rest": lambda c: run_rest(args.url, jpeg, [c], args.duration_s, args.warmup_s),
+        "rest": lambda c: run_http(
+            args.url,
+            "/v1/detect",
+            jpeg,
+            {"Content-Type": "image/jpeg"},
+            [c],
+            args.duration_s,
+            args.warmup_s,
+            args.http_client,
+        ),
         "grpc": lambda c: run_grpc(args.grpc, jpeg, [c], args.duration_s, args.warmup_s),
-        "oip_rest": lambda c: run_oip_rest(args.url, model, jpeg, [c], args.duration_s, args.warmup_s),
+        "oip_rest": lambda c: run_http(
+            args.url,
+            f"/v2/models/{model}/infer",
+            *oip_rest_body(jpeg),
+            [c],
+            args.duration_s,
+            args.warmup_s,
+            args.http_client,
+        ),
         "oip_grpc": lambda c: run_oip_grpc(args.grpc, model, jpeg, [c], args.duration_s, args.warmup_s),
     }
     unknown = set(protocols) - set(runners)
@@ -288,7 +345,8 @@ def measure_protocols(args: argparse.Namespace, jpeg: bytes, levels: list[int], 
     for _ in range(args.rounds):
         for c in levels:
             for protocol in protocols:
-                samples[protocol][c].append(asyncio.run(runners[protocol](c))[c])
+                with asyncio.Runner(loop_factory=event_loop_factory()) as runner:  # the server's loop, uvloop
+                    samples[protocol][c].append(runner.run(runners[protocol](c))[c])
     return {
         protocol: {
             c: (
@@ -313,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", type=Path, help="JPEG to send (default: a synthetic 640x480 JPEG)")
     parser.add_argument("--concurrency", default="1,2,4,8,16,32,64")
     parser.add_argument("--protocols", default="rest,grpc", help="comma-separated: rest, grpc, oip_rest, oip_grpc")
+    parser.add_argument(
+        "--http-client", choices=("raw", "httpx"), default="raw", help="REST load generator (raw: minimal HTTP/1.1)"
+    )
     parser.add_argument("--model", help="model for the OIP protocols (default: the server's default model)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat every (concurrency, protocol) measurement")
     parser.add_argument("--duration-s", type=float, default=5.0)
@@ -351,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": {int(b): max(bare_before["throughput"][b], r) for b, r in bare_after["throughput"].items()},
     }
 
-    print(f"\nserver ({args.url}, image {len(jpeg)} bytes)")
+    print(f"\n{describe()}")
+    print(f"server ({args.url}, image {len(jpeg)} bytes)")
     print(f"{'protocol':>8} {'conc':>5} {'img/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for protocol, per_level in server_results.items():
         for c, (rate, latencies, errors) in per_level.items():

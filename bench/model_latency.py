@@ -11,13 +11,18 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from model.config import VARIANTS
-from model.fuse import reparameterize
-from model.yolox import build_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.machine import describe  # noqa: E402
+from model.config import VARIANTS  # noqa: E402
+from model.fuse import reparameterize  # noqa: E402
+from model.yolox import build_model  # noqa: E402
 
 
 def median_ms(model: torch.nn.Module, x: torch.Tensor, runs: int, warmup: int) -> float:
@@ -43,6 +48,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(describe())
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, median of {args.runs}")
     print(f"{'preset':<24} {'input':>9} {'train ms':>9} {'deploy ms':>10} {'speed-up':>9}")
     for name in args.presets:

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from bench.machine import describe  # noqa: E402
 from model.data.shapes import make_shapes_dataset  # noqa: E402
 from model.train.config import TrainConfig  # noqa: E402
 from model.train.distributed import init_distributed  # noqa: E402
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generated {args.train_images}+{args.val_images} shapes images in {time.perf_counter() - start:.0f} s")
     out = Path(args.out_dir) if args.out_dir else workdir / "runs"
     budget_s = args.time_budget_min * 60 / len(presets)
+    print(describe())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, budget {budget_s / 60:.1f} min/preset")
     rows = [bench_preset(p, data, out / p, args, budget_s) for p in presets]
     header = f"{'preset':<14} {'img':>4} {'epochs':>6} {'wall s':>7} {'img/s':>7} {'mAP50:95':>9} {'mAP50':>7}"

@@ -19,8 +19,10 @@ from model.artifacts import BundleError, BundleMeta, ModelArtifact, load_bundle_
 from model.letterbox import boxes_to_original, preprocess_image
 from model.runtime import RawOutput, Runner
 
-# Preference order when backend="auto" (measured: bench/backends.py; see README "Export").
-CPU_PREFERENCE = ("openvino", "onnxruntime", "torchscript")
+# Preference order when backend="auto", fastest first (measured side by side with bench/backends.py, fp32, 2 cores:
+# ONNX Runtime 2.2-4.4x eager PyTorch for nano, 1.5-2.5x for yolox-s; OpenVINO 1.5-2.9x; TorchScript ~1.1x; see
+# docs/benchmarks.md). OpenVINO is still chosen for bundles only it can run (``--precision bf16``).
+CPU_PREFERENCE = ("onnxruntime", "openvino", "torchscript")
 CUDA_PREFERENCE = ("tensorrt", "torchscript", "onnxruntime")
 # Which bundle formats each backend can run, best first (OpenVINO also reads the ONNX graph directly).
 BACKEND_FORMATS = {

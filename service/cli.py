@@ -60,6 +60,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**given)
 
 
+def event_loop_factory():
+    """uvloop's loop when installed (the ``serve`` extra brings it on Linux/macOS), else asyncio's default."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT."""
     import asyncio
@@ -81,8 +90,12 @@ def run(args: argparse.Namespace) -> int:
 
     # Decode failures are answered to the client; OpenCV's own stderr report of each would only be noise.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
+    # Images are decoded in parallel by the decode pool; OpenCV's own worker threads would only contend with the
+    # inference runtime's threads for the same cores (its intra-op barriers stall on every preempted thread).
+    cv2.setNumThreads(1)
     try:
-        return asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            return runner.run(serve(settings))
     except ConfigError as exc:
         print(f"yoloxpai serve: {exc}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -99,5 +100,9 @@ def test_meta_records_everything(full_bundle) -> None:
 def test_auto_backend_on_cpu_follows_the_preference(full_bundle) -> None:
     meta = load_bundle_meta(full_bundle, verify=False)
     backend, artifact = select_backend(meta, "auto", "cpu")
-    assert backend == "openvino" and artifact.format == "openvino"
-    assert Predictor.from_bundle(full_bundle).backend == "openvino"
+    assert backend == "onnxruntime" and artifact.format == "onnx"
+    assert Predictor.from_bundle(full_bundle).backend == "onnxruntime"
+    # A bundle only OpenVINO can run (e.g. bf16 IR) still gets it; one with TorchScript alone gets TorchScript.
+    for only, expected in (("openvino", "openvino"), ("torchscript", "torchscript")):
+        narrowed = dataclasses.replace(meta, models={only: meta.models[only]})
+        assert select_backend(narrowed, "auto", "cpu") == (expected, meta.models[only])

@@ -1,0 +1,53 @@
+"""The benchmark scripts run end to end and print complete tables (tiny sizes: this checks they work, not speed)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+
+
+def run_script(*args: str, ok_codes: tuple[int, ...] = (0,), timeout_s: float = 300.0) -> str:
+    done = subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+    assert done.returncode in ok_codes, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_backends_bench_prints_every_backend_and_batch(full_bundle: Path) -> None:
+    out = run_script(
+        "bench/backends.py", "--bundle", str(full_bundle), "--batch-sizes", "1", "2", "--runs", "1", "--threads", "1"
+    )
+    assert "cores" in out.splitlines()[0]  # the machine line
+    for backend in ("eager-pytorch", "torchscript", "onnxruntime", "openvino"):
+        for batch in (1, 2):
+            row = rf"^{backend}\s+{batch}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}x$"
+            assert re.search(row, out, re.MULTILINE), (backend, batch, out)
+
+
+def test_model_latency_bench_prints_train_and_deploy_forms() -> None:
+    out = run_script(
+        "bench/model_latency.py", "--presets", "yolox-nano", "yolox-pai-s", "--sizes", "64", "--runs", "1",
+        "--warmup", "0", "--threads", "1",
+    )  # fmt: skip
+    for preset in ("yolox-nano", "yolox-pai-s"):
+        assert re.search(rf"^{preset}\s+64x64\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}x$", out, re.MULTILINE), out
+
+
+def test_load_bench_drives_a_real_server(tiny_bundle: Path) -> None:
+    out = run_script(
+        "bench/load.py", "--bundle", str(tiny_bundle), "--concurrency", "1,2", "--duration-s", "0.5",
+        "--warmup-s", "0.2", "--protocols", "rest,grpc,oip_rest,oip_grpc", "--threads", "1",
+        ok_codes=(0, 1),  # 1: a speed target missed, which half-second runs on a busy CI machine may well do
+    )  # fmt: skip
+    for protocol in ("rest", "grpc", "oip_rest", "oip_grpc"):
+        for c in (1, 2):
+            match = re.search(rf"^\s*{protocol}\s+{c}\s+({NUMBER})(?:\s+{NUMBER}){{3}}\s+(\d+)$", out, re.MULTILINE)
+            assert match, (protocol, c, out)
+            assert float(match.group(1)) > 0 and match.group(2) == "0"  # answered, no errors
+        assert re.search(rf"^{protocol}: p50 at C=1 = {NUMBER}x", out, re.MULTILINE), out
