@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from service import errors
-from service.engine import Engine
+from service.engine import Engine, ModelInfo
 from service.errors import NotReady, ServiceError
 from service.http_io import check_api_key
 from service.oip import descriptions
@@ -50,9 +50,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         trailing = (("retry-after", str(self._settings.retry_after_s)),) if isinstance(error, errors.RETRYABLE) else ()
         await context.abort(code, errors.triton_message(error, request_id), trailing_metadata=trailing)
 
-    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+    async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        """End the call UNAUTHENTICATED unless it carries a valid API key (when keys are configured)."""
         metadata = dict(context.invocation_metadata() or ())
-        check_api_key(str(metadata.get("authorization", "")), self._settings.api_keys)
+        try:
+            check_api_key(str(metadata.get("authorization", "")), self._settings.api_keys)
+        except ServiceError as exc:
+            await self._abort(context, exc)
+
+    async def _served_model(self, context: grpc.aio.ServicerContext, name: str, version: str) -> ModelInfo:
+        """The served model ``name`` (at ``version``) for an authorised call; otherwise the call ends with the error."""
+        await self._authorize(context)
+        try:
+            return resolve_model(self._engine, name, version)
+        except ServiceError as exc:
+            await self._abort(context, exc)
+            raise  # not reached: abort() raises
 
     async def _exiting(self, context: grpc.aio.ServicerContext) -> None:
         if self._engine.draining.is_set():
@@ -78,11 +91,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
         """Ready when the server is and the model (at that version) is served; unknown models are not ready."""
+        await self._authorize(context)
         try:
-            self._authorize(context)
             resolve_model(self._engine, request.name, request.version)
-        except errors.Unauthenticated as exc:
-            await self._abort(context, exc)
         except ServiceError:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=self._engine.is_ready())
@@ -91,32 +102,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
         """Name, version and the implemented extensions."""
-        try:
-            self._authorize(context)
-        except ServiceError as exc:
-            await self._abort(context, exc)
+        await self._authorize(context)
         return from_dict(descriptions.server_metadata(), pb.ServerMetadataResponse())
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         """The model's tensors."""
-        try:
-            self._authorize(context)
-            info = resolve_model(self._engine, request.name, request.version)
-        except ServiceError as exc:
-            await self._abort(context, exc)
+        info = await self._served_model(context, request.name, request.version)
         return from_dict(descriptions.model_metadata(info), pb.ModelMetadataResponse())
 
     async def ModelConfig(
         self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelConfigResponse:
         """Triton's model configuration for what the server really does."""
-        try:
-            self._authorize(context)
-            info = resolve_model(self._engine, request.name, request.version)
-        except ServiceError as exc:
-            await self._abort(context, exc)
+        info = await self._served_model(context, request.name, request.version)
         config = from_dict(descriptions.model_config(info, self._settings), config_pb.ModelConfig())
         return pb.ModelConfigResponse(config=config)
 
@@ -124,14 +124,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelStatisticsResponse:
         """Statistics of one model, or of every model when ``name`` is empty."""
-        try:
-            self._authorize(context)
-            if request.name:
-                infos = [resolve_model(self._engine, request.name, request.version)]
-            else:
-                infos = self._engine.models()
-        except ServiceError as exc:
-            await self._abort(context, exc)
+        if request.name:
+            infos = [await self._served_model(context, request.name, request.version)]
+        else:
+            await self._authorize(context)
+            infos = self._engine.models()
         stats = [descriptions.model_statistics(i, self._engine.statistics(i.name)) for i in infos]
         return from_dict({"model_stats": stats}, pb.ModelStatisticsResponse())
 
@@ -166,10 +163,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         """One inference request; errors are call statuses."""
-        try:
-            self._authorize(context)
-        except ServiceError as exc:
-            await self._abort(context, exc)
+        await self._authorize(context)
         response, error = await self._infer(request, context)
         if error is not None:
             await self._abort(context, error, request.id)
@@ -179,10 +173,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests in, responses out as each completes; at most ``stream_window`` in flight."""
-        try:
-            self._authorize(context)
-        except ServiceError as exc:
-            await self._abort(context, exc)
+        await self._authorize(context)
         metadata = dict(context.invocation_metadata() or ())
         errors_end_stream = str(metadata.get(GRPC_ERROR_HEADER, "")).lower() == "true"
         stream = windowed_stream(
