@@ -26,7 +26,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
 
@@ -48,16 +48,16 @@ class QueuedItem:
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
-class WorkerSource(Generic[W]):
+class WorkerSource(Protocol[W]):
     """What the batcher needs from a worker pool (see ``service.workers.WorkerPool``)."""
 
-    async def acquire(self) -> W:  # pragma: no cover - interface
+    async def acquire(self) -> W:
         """Wait for an idle worker and take it."""
-        raise NotImplementedError
+        ...
 
-    def release(self, worker: W) -> None:  # pragma: no cover - interface
+    def release(self, worker: W) -> None:
         """Give a worker back."""
-        raise NotImplementedError
+        ...
 
 
 class DynamicBatcher(Generic[W]):
