@@ -311,6 +311,7 @@ def measure_protocols(args: argparse.Namespace, jpeg: bytes, levels: list[int], 
     """``{protocol: {C: (images/s, latencies, errors)}}``, measured level by level with the protocols interleaved
     (``--rounds`` times), so a machine that speeds up or slows down during the run treats every protocol alike."""
     model = args.model or default_model(args.url)
+    oip_body, oip_headers = oip_rest_body(jpeg)
     runners = {
         "rest": lambda c: run_http(
             args.url,
@@ -326,7 +327,8 @@ def measure_protocols(args: argparse.Namespace, jpeg: bytes, levels: list[int], 
         "oip_rest": lambda c: run_http(
             args.url,
             f"/v2/models/{model}/infer",
-            *oip_rest_body(jpeg),
+            oip_body,
+            oip_headers,
             [c],
             args.duration_s,
             args.warmup_s,
