@@ -2,6 +2,8 @@
 
 Request path: ``_admit`` (ready? draining? queue capacity, all or nothing) -> decode + preprocess in the decode
 pool (bounded by the deadline) -> ``batcher.submit`` -> the batch runs on a worker thread -> the future resolves.
+An image that finds its model idle (nothing queued, nothing else admitted, an instance free) takes the direct path
+instead: decode, infer and postprocess in one call on that instance's thread (``ModelRuntime.run_direct``).
 Per-model statistics (Triton's counters) and the event metrics are recorded here and in ``runtime``; the front
 ends record only their transport-level request metric. Imports ``model`` only through ``service.bundles``.
 """
@@ -30,7 +32,7 @@ from service.errors import (
 )
 from service.imaging import ImageInput
 from service.metrics import Metrics, ModelState
-from service.runtime import ItemOutput, ModelRuntime, Prepared, ResolvedOptions, load_model_runtime
+from service.runtime import Encoded, ItemOutput, ModelRuntime, Prepared, ResolvedOptions, load_model_runtime
 from service.settings import Settings
 from service.stats import REASON_BACKEND, REASON_CANCELED, REASON_OTHER, REASON_REJECTED, StatsSnapshot
 
@@ -83,9 +85,9 @@ class BatchedEngine(Engine):
         """Load and warm every bundle, start the batchers, then report ready."""
         specs = bundles.bundle_specs(self.settings)
         for spec in specs:
-            runtime = await load_model_runtime(spec, self.settings, self.metrics, self._loader)
+            runtime = await load_model_runtime(spec, self.settings, self.metrics, self._loader, self._decode_pool)
             if runtime.name in self._models:
-                runtime.pool.close()
+                runtime.close()
                 raise ConfigError(f"two bundles are served as {runtime.name!r}: name them with --bundle NAME=PATH")
             self._models[runtime.name] = runtime
         default = self.settings.default_model or next(iter(self._models))
@@ -124,7 +126,7 @@ class BatchedEngine(Engine):
         self._shutting_down = True
         for runtime in self._models.values():
             await runtime.batcher.stop()
-            runtime.pool.close()
+            runtime.close()
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- Engine interface ----------------------------------------------------------------------------------
@@ -300,19 +302,15 @@ class BatchedEngine(Engine):
     async def _detect_one(
         self, runtime: ModelRuntime, image: ImageInput, options: ResolvedOptions, deadline_s: float, ticket: _Ticket
     ) -> DetectResult:
-        loop = asyncio.get_running_loop()
         start_ns = time.perf_counter_ns()
         try:
-            decoding = loop.run_in_executor(
-                self._decode_pool, runtime.prepare, image, options, self.settings.max_image_pixels
-            )
-            try:
-                prepared = await asyncio.wait_for(decoding, timeout=max(deadline_s - loop.time(), 0.0))
-            except asyncio.TimeoutError:
-                self.metrics.expired.labels(runtime.name).inc()
-                raise DeadlineExceeded("deadline passed while decoding") from None
-            ticket.reserved = False  # submit consumes the reservation, even when it raises
-            output = await runtime.batcher.submit(prepared, deadline_s, ticket.priority_level)
+            worker = runtime.idle_worker()
+            if worker is not None:  # nothing else to do: decode and run on the instance's thread, no batcher
+                ticket.reserved = False
+                runtime.batcher.release(1)
+                output = await runtime.run_direct(worker, image, options, deadline_s)
+            else:
+                output = await self._through_batcher(runtime, image, options, deadline_s, ticket)
         except ServiceError as exc:
             runtime.stats.record_failure(failure_reason(exc), time.perf_counter_ns() - start_ns)
             raise
@@ -324,24 +322,41 @@ class BatchedEngine(Engine):
             runtime.stats.record_failure(REASON_BACKEND, time.perf_counter_ns() - start_ns)
             raise InferenceFailed(f"internal error: {type(exc).__name__}: {exc}") from exc
         runtime.stats.record_success(time.perf_counter_ns() - start_ns)
-        return _to_result(runtime, prepared, output)
+        return _to_result(runtime, output)
+
+    async def _through_batcher(
+        self, runtime: ModelRuntime, image: ImageInput, options: ResolvedOptions, deadline_s: float, ticket: _Ticket
+    ) -> ItemOutput:
+        payload: Prepared | Encoded
+        if runtime.decode_mode == "batch":
+            payload = Encoded(image, options)  # the worker decodes it with its batch
+        else:
+            loop = asyncio.get_running_loop()
+            decoding = loop.run_in_executor(self._decode_pool, runtime.prepare, image, options)
+            try:
+                payload = await asyncio.wait_for(decoding, timeout=max(deadline_s - loop.time(), 0.0))
+            except asyncio.TimeoutError:
+                self.metrics.expired.labels(runtime.name).inc()
+                raise DeadlineExceeded("deadline passed while decoding") from None
+        ticket.reserved = False  # submit consumes the reservation, even when it raises
+        return await runtime.batcher.submit(payload, deadline_s, ticket.priority_level)
 
 
-def _to_result(runtime: ModelRuntime, prepared: Prepared, output: ItemOutput) -> DetectResult:
+def _to_result(runtime: ModelRuntime, output: ItemOutput) -> DetectResult:
     dets = output.detections
     names = runtime.info.class_names
     class_ids = dets.class_ids
     return DetectResult(
         model=runtime.name,
         model_version=runtime.info.version,
-        width=prepared.image_hw[1],
-        height=prepared.image_hw[0],
+        width=output.image_hw[1],
+        height=output.image_hw[0],
         boxes_xyxy=dets.boxes_xyxy,
         scores=dets.scores,
         class_ids=class_ids,
         class_names=tuple(names[i] if 0 <= i < len(names) else str(i) for i in class_ids.tolist()),
         timing=StageTiming(
-            decode_ms=prepared.decode_ns / 1e6,
+            decode_ms=output.decode_ns / 1e6,
             queue_ms=output.queue_ns / 1e6,
             inference_ms=output.infer_ns / 1e6,
             postprocess_ms=output.output_ns / 1e6,

@@ -19,7 +19,7 @@ from service.settings import Settings
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 # (path, backend, device, threads) -> a Predictor (``model.predictor.Predictor`` or a test double).
-PredictorLoader = Callable[[Path, str, str, "int | None"], Any]
+PredictorLoader = Callable[[Path, str, str, "int | None", bool], Any]
 
 
 class ConfigError(Exception):
@@ -74,13 +74,16 @@ def bundle_specs(settings: Settings) -> list[BundleSpec]:
     return [BundleSpec(path)]
 
 
-def load_predictor(path: Path, backend: str, device: str, threads: int | None) -> Any:
-    """Load one predictor instance; bundle problems become ``ConfigError`` naming the bundle."""
+def load_predictor(path: Path, backend: str, device: str, threads: int | None, spin: bool) -> Any:
+    """Load one predictor instance; bundle problems become ``ConfigError`` naming the bundle.
+
+    ``spin``: the runtime's intra-op threads spin-wait between parallel sections (ONNX Runtime).
+    """
     from model.artifacts import BundleError
     from model.predictor import Predictor
 
     try:
-        return Predictor.from_bundle(path, backend=backend, device=device, threads=threads)
+        return Predictor.from_bundle(path, backend=backend, device=device, threads=threads, spin=spin)
     except (BundleError, FileNotFoundError) as exc:
         raise ConfigError(f"cannot load bundle {path}: {exc}") from exc
 

@@ -1,8 +1,11 @@
 """One served model at run time: its predictor instances, worker pool, batcher, statistics and batch execution.
 
-Blocking work is split by thread: ``prepare`` (decode + ``predictor.preprocess``) runs in the engine's decode pool;
-``run_batch`` (stack, ``predictor.infer``, ``predictor.postprocess`` per image) runs on the worker's own thread;
-the event loop only moves futures. Imports nothing from ``model`` directly (predictors come from
+Blocking work is split by thread. ``run_batch`` (stack, ``predictor.infer``, ``predictor.postprocess`` per image)
+runs on the worker's own thread. ``prepare`` (decode + ``predictor.preprocess``) runs where the decode mode says:
+``pool`` decodes in the engine's decode pool before an image is queued, overlapping decoding with inference (GPUs);
+``batch`` queues the encoded image and the worker decodes its batch (over the decode pool when it holds several)
+just before inferring, so decoding and a CPU runtime take turns on the cores instead of contending for them.
+The event loop only moves futures. Imports nothing from ``model`` directly (predictors come from
 ``service.bundles``).
 """
 
@@ -12,16 +15,18 @@ import asyncio
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Any
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 
 from service.batcher import DynamicBatcher, QueuedItem
 from service.bundles import BundleSpec, PredictorLoader, model_version
 from service.engine import DetectOptions, ModelInfo
-from service.errors import InvalidOption, ServiceError
+from service.errors import DeadlineExceeded, InferenceFailed, InvalidOption, ServiceError
 from service.imaging import ImageInput, load_image
+from service.instance_plan import InstancePlan, plan_instances
 from service.metrics import Metrics
 from service.settings import Settings
 from service.stats import ModelStatistics
@@ -55,13 +60,34 @@ class Prepared:
 
 
 @dataclass(frozen=True)
+class Encoded:
+    """An image queued before decoding (decode mode ``batch``): the worker decodes it with its batch."""
+
+    image: ImageInput
+    options: ResolvedOptions
+
+
+@dataclass(frozen=True)
 class ItemOutput:
     """What a queued item's future resolves to."""
 
     detections: Any  # model.predictor.Detections
+    image_hw: tuple[int, int]  # original (height, width)
+    decode_ns: int
     queue_ns: int
     infer_ns: int
     output_ns: int
+
+
+DecodeMode = Literal["pool", "batch"]
+
+
+def resolve_decode_mode(setting: str, devices: tuple[str, ...]) -> DecodeMode:
+    """``auto``: ``batch`` when every device is a CPU (decoding would contend with inference for the same cores),
+    else ``pool`` (decoding overlaps accelerator compute)."""
+    if setting in ("pool", "batch"):
+        return setting  # type: ignore[return-value]
+    return "batch" if all(d == "cpu" for d in devices) else "pool"
 
 
 @dataclass(frozen=True)
@@ -72,6 +98,9 @@ class BatchOutput:
     input_ns: int
     infer_ns: int
     output_ns: int
+
+
+_NOTHING_RAN = BatchOutput([], 0, 0, 0)
 
 
 def tune_batch_size(predictor: Any, max_batch: int, min_time_s: float = 0.25, min_runs: int = 2) -> tuple[int, dict]:
@@ -126,15 +155,30 @@ def run_batch(predictor: Any, payloads: list[Prepared]) -> BatchOutput:
 class ModelRuntime:
     """A loaded, warmed model: instances in a pool, a batcher in front of it, and its statistics."""
 
-    def __init__(self, info: ModelInfo, pool: WorkerPool, settings: Settings, metrics: Metrics, load_s: float) -> None:
+    def __init__(
+        self,
+        info: ModelInfo,
+        pool: WorkerPool,
+        settings: Settings,
+        metrics: Metrics,
+        load_s: float,
+        decode_pool: Executor,
+        latency: Worker | None = None,
+    ) -> None:
         self.info = info
         self.pool = pool
+        self.latency = latency  # the idle-latency session (CPU), outside the pool: only the direct path uses it
+        self._latency_busy = False
+        self.decode_mode = resolve_decode_mode(settings.decode_mode, settings.devices)
+        self._decode_pool = decode_pool
+        self._max_image_pixels = settings.max_image_pixels
         self.metrics = metrics
         self.load_seconds = load_s
         self.stats = ModelStatistics()
         self.inflight = 0  # admitted and not yet answered
         self._preprocessor = pool.workers[0].predictor  # preprocess is thread-safe on any instance
         self._class_index = {name: i for i, name in enumerate(info.class_names)}
+        self._direct_when_idle = settings.direct_when_idle
         self.batcher: DynamicBatcher[Worker] = DynamicBatcher(
             pool=pool,
             execute=self.execute,
@@ -149,6 +193,12 @@ class ModelRuntime:
     def name(self) -> str:
         """The served name."""
         return self.info.name
+
+    def close(self) -> None:
+        """Stop every instance's thread."""
+        self.pool.close()
+        if self.latency is not None:
+            self.latency.close()
 
     def _on_expired(self, item: QueuedItem) -> None:
         # The failure itself is recorded where the request's await raises (one place for every outcome).
@@ -194,14 +244,40 @@ class ModelRuntime:
             raise InvalidOption(f"class id {value} out of range [0, {len(self.info.class_names)})")
         return value
 
-    def prepare(self, image: ImageInput, options: ResolvedOptions, max_image_pixels: int) -> Prepared:
-        """Decode + preprocess one image. Blocking: runs in the decode pool."""
+    def prepare(self, image: ImageInput, options: ResolvedOptions) -> Prepared:
+        """Decode + preprocess one image. Blocking: runs in the decode pool or on a worker's thread."""
         t0 = time.perf_counter_ns()
-        array, channel_order = load_image(image, max_image_pixels)
+        array, channel_order = load_image(image, self._max_image_pixels)
         tensor, r = self._preprocessor.preprocess(array, channel_order=channel_order)
         decode_ns = time.perf_counter_ns() - t0
         self.metrics.decode.observe(decode_ns / 1e9)
         return Prepared(tensor, float(r), (int(array.shape[0]), int(array.shape[1])), options, decode_ns)
+
+    def _prepare_or_error(self, payload: Prepared | Encoded) -> Prepared | ServiceError:
+        if isinstance(payload, Prepared):
+            return payload
+        try:
+            return self.prepare(payload.image, payload.options)
+        except ServiceError as exc:  # a bad image fails alone; the rest of its batch goes on
+            return exc
+
+    def decode_and_run(
+        self, predictor: Any, payloads: list[Prepared | Encoded]
+    ) -> tuple[list[Prepared | ServiceError], BatchOutput]:
+        """Decode what is still encoded, then ``run_batch`` the decodable images. Runs on the worker's thread.
+
+        Several encoded images are decoded in parallel over the decode pool while the runtime's threads are
+        idle. Returns each payload's ``Prepared`` (or its error) and the batch output with one result per payload.
+        """
+        if sum(isinstance(p, Encoded) for p in payloads) > 1:
+            prepared = list(self._decode_pool.map(self._prepare_or_error, payloads))
+        else:
+            prepared = [self._prepare_or_error(p) for p in payloads]
+        ok = [p for p in prepared if isinstance(p, Prepared)]
+        output = run_batch(predictor, ok) if ok else _NOTHING_RAN
+        inferred = iter(output.results)
+        results = [p if isinstance(p, ServiceError) else next(inferred) for p in prepared]
+        return prepared, replace(output, results=results)
 
     async def execute(self, worker: Worker, items: list[QueuedItem]) -> None:
         """Run one batch on ``worker`` and resolve its futures (the batcher's ``execute``)."""
@@ -209,44 +285,117 @@ class ModelRuntime:
         if not live:
             return
         now_s = asyncio.get_running_loop().time()
-        queue_ns = []
-        for item in live:
-            wait_ns = int((now_s - item.enqueued_s) * 1e9)
-            queue_ns.append(wait_ns)
-            self.stats.record_queue(wait_ns)
-            self.metrics.queue_wait.labels(self.name).observe(wait_ns / 1e9)
-        output = await worker.run(run_batch, worker.predictor, [item.payload for item in live])
-        self.stats.record_execution(
-            len(live), output.input_ns, output.infer_ns, output.output_ns, wall_ms=int(time.time() * 1000)
-        )
-        self.metrics.batch_size.labels(self.name).observe(len(live))
-        self.metrics.inference.labels(self.name).observe(output.infer_ns / 1e9)
-        self.metrics.postprocess.labels(self.name).observe(output.output_ns / 1e9)
-        for item, result, wait_ns in zip(live, output.results, queue_ns, strict=True):
+        queue_ns = [int((now_s - item.enqueued_s) * 1e9) for item in live]
+        prepared, output = await worker.run(self.decode_and_run, worker.predictor, [item.payload for item in live])
+        self._record_batch(queue_ns, prepared, output)
+        for item, prep, result, wait_ns in zip(live, prepared, output.results, queue_ns, strict=True):
             if item.future.done():  # expired or cancelled during compute
                 continue
             if isinstance(result, ServiceError):
                 item.future.set_exception(result)
             else:
-                item.future.set_result(ItemOutput(result, wait_ns, output.infer_ns, output.output_ns))
+                item.future.set_result(_item_output(result, prep, wait_ns, output))
+
+    def _record_batch(self, queue_ns: list[int], prepared: list[Prepared | ServiceError], output: BatchOutput) -> None:
+        # Like Triton's, queue and compute statistics cover the images that reached compute (a bad image does not).
+        inferred = 0
+        for wait_ns, prep in zip(queue_ns, prepared, strict=True):
+            if isinstance(prep, Prepared):
+                inferred += 1
+                self.stats.record_queue(wait_ns)
+                self.metrics.queue_wait.labels(self.name).observe(wait_ns / 1e9)
+        if not inferred:  # every image failed to decode: nothing ran
+            return
+        self.stats.record_execution(
+            inferred, output.input_ns, output.infer_ns, output.output_ns, wall_ms=int(time.time() * 1000)
+        )
+        self.metrics.batch_size.labels(self.name).observe(inferred)
+        self.metrics.inference.labels(self.name).observe(output.infer_ns / 1e9)
+        self.metrics.postprocess.labels(self.name).observe(output.output_ns / 1e9)
+
+    # -- the idle direct path --------------------------------------------------------------------------------
+
+    def idle_worker(self) -> Worker | None:
+        """An instance for the direct path, when the caller's one reserved image is all this model has to do.
+
+        Nothing queued and nothing else admitted means no batch could form around this image: decoding it on an
+        instance's thread and running it there at once saves the batcher's hand-offs (and, in decode mode
+        ``pool``, the decode pool's). The latency instance is taken when no batch runs either, else a free batch
+        instance. Under any load this returns ``None`` and the image goes through the batcher.
+        """
+        if not self._direct_when_idle or self.batcher.depth or self.batcher.pending != 1:
+            return None
+        if self.latency is not None and not self._latency_busy and self.pool.idle == len(self.pool.workers):
+            self._latency_busy = True  # nothing runs at all: the all-cores spinning session is the fastest
+            return self.latency
+        return self.pool.try_acquire()
+
+    async def run_direct(
+        self, worker: Worker, image: ImageInput, options: ResolvedOptions, deadline_s: float
+    ) -> ItemOutput:
+        """Decode, infer and postprocess one image on ``worker``'s thread (taken by ``idle_worker``).
+
+        The deadline and cancellation end the wait, not the thread's call: the worker returns to the pool only
+        when its call is over, so its session is never used by two threads.
+        """
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(worker.executor, self._run_one, worker.predictor, Encoded(image, options))
+        work.add_done_callback(lambda done: self._direct_done(worker, done))
+        try:
+            prepared, output = await asyncio.wait_for(asyncio.shield(work), max(deadline_s - loop.time(), 0.0))
+        except asyncio.TimeoutError:
+            self.metrics.expired.labels(self.name).inc()
+            raise DeadlineExceeded("deadline passed during compute") from None
+        self._record_batch([0], prepared, output)
+        result = output.results[0]
+        if isinstance(result, ServiceError):
+            raise result
+        return _item_output(result, prepared[0], 0, output)
+
+    def _run_one(self, predictor: Any, payload: Encoded) -> tuple[list[Prepared | ServiceError], BatchOutput]:
+        try:
+            return self.decode_and_run(predictor, [payload])
+        except Exception as exc:  # as in the batcher: a failing backend call is a 500 for this request only
+            log.exception("direct inference failed")
+            raise InferenceFailed(f"inference failed: {type(exc).__name__}: {exc}") from exc
+
+    def _direct_done(self, worker: Worker, done: asyncio.Future) -> None:
+        if worker is self.latency:
+            self._latency_busy = False
+        else:
+            self.pool.release(worker)
+        if not done.cancelled():
+            done.exception()  # retrieved: an abandoned call's error must not be logged as never retrieved
+
+
+def _item_output(detections: Any, prepared: Prepared | ServiceError, queue_ns: int, output: BatchOutput) -> ItemOutput:
+    assert isinstance(prepared, Prepared)  # a result exists only for a decoded image
+    return ItemOutput(detections, prepared.image_hw, prepared.decode_ns, queue_ns, output.infer_ns, output.output_ns)
 
 
 async def load_model_runtime(
-    spec: BundleSpec, settings: Settings, metrics: Metrics, loader: PredictorLoader
+    spec: BundleSpec, settings: Settings, metrics: Metrics, loader: PredictorLoader, decode_pool: Executor
 ) -> ModelRuntime:
-    """Load every instance of one bundle (devices x instances_per_device), warm each up, build its runtime."""
+    """Load every instance of one bundle (``service.instance_plan`` per device), warm each up, build its runtime."""
     t0 = time.perf_counter()
     workers: list[Worker] = []
-    for device in settings.devices:
-        for index in range(settings.instances_per_device):
-            predictor = await asyncio.to_thread(loader, spec.path, settings.backend, device, settings.inference_threads)
+    latency: Worker | None = None
+    plans = {device: plan_instances(settings, device) for device in settings.devices}
+    for device, plan in plans.items():
+        for index in range(plan.instances):
+            predictor = await asyncio.to_thread(loader, spec.path, settings.backend, device, plan.threads, plan.spin)
             workers.append(Worker(f"infer-{device}-{index}", device, predictor))
+        if plan.latency_instance and latency is None:
+            predictor = await asyncio.to_thread(loader, spec.path, settings.backend, device, plan.latency_threads, True)
+            latency = Worker(f"latency-{device}", device, predictor)
     meta = workers[0].predictor.meta
     bundle_max = int(getattr(meta, "max_batch", 0) or settings.max_batch_size)
     max_batch = min(settings.max_batch_size, bundle_max)
     pool = WorkerPool(workers)
     # Ready only after every instance ran every batch size it may see (first-run allocations, kernel choice).
     await pool.run_each(lambda w: w.predictor.warmup(list(range(1, max_batch + 1))))
+    if latency is not None:
+        await latency.run(latency.predictor.warmup, [1])  # the direct path runs single images only
     if settings.tune_batch_size and max_batch > 1:
         max_batch, rates = await workers[0].run(tune_batch_size, workers[0].predictor, max_batch)
         log.info(
@@ -271,13 +420,19 @@ async def load_model_runtime(
     )
     load_s = time.perf_counter() - t0
     log.info(
-        "model %s v%s loaded: %s on %s, %d instance(s), batch <= %d, %.2fs",
+        "model %s v%s loaded: %s on %s, %d instance(s) of %s thread(s)%s, batch <= %d, %.2fs",
         info.name,
         info.version,
         info.backend,
         ",".join(info.devices),
         info.instances,
+        ", ".join(str(plan.threads or "default") for plan in plans.values()),
+        f" + a latency instance of {latency_threads} threads" if (latency_threads := _latency_threads(plans)) else "",
         max_batch,
         load_s,
     )
-    return ModelRuntime(info, pool, settings, metrics, load_s)
+    return ModelRuntime(info, pool, settings, metrics, load_s, decode_pool, latency)
+
+
+def _latency_threads(plans: dict[str, InstancePlan]) -> int | None:
+    return next((plan.latency_threads for plan in plans.values() if plan.latency_instance), None)

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         description="send a batch before the delay when no further admitted request is on its way "
         "(all are queued); off = strict full-or-delay batching",
     )
+    direct_when_idle: bool = Field(
+        True,
+        description="an image arriving when its model has nothing else to do is decoded and run at once on the "
+        "latency instance (or a free instance) in one hand-off, skipping the batcher (lower latency at low load; "
+        "off = every image goes through the batcher)",
+    )
     tune_batch_size: bool = Field(
         True,
         description="at warm-up, time each batch size and batch no larger than the fastest per image "
@@ -89,11 +95,36 @@ class Settings(BaseSettings):
     default_priority_level: int = Field(
         2, ge=1, description="the level of requests that name no (valid) priority; must be <= --priority-levels"
     )
-    instances_per_device: int = Field(1, ge=1, description="model instances (sessions) per device and model")
+    instances_per_device: int | None = Field(
+        None,
+        ge=1,
+        description="model instances (sessions) per device and model, each running its own batches (default: on "
+        "CPU one per core up to 4, sharing the cores; on an accelerator 1)",
+    )
     inference_threads: int | None = Field(
-        None, ge=1, description="CPU threads per instance's backend session (default: the backend's choice)"
+        None,
+        ge=1,
+        description="CPU threads per instance's backend session (default: on CPU the available cores divided "
+        "among the instances; on an accelerator the backend's choice)",
+    )
+    latency_instance: bool = Field(
+        True,
+        description="on CPU, one more session per model that uses every core with spinning threads and answers "
+        "images arriving while the model is idle (lowest single-image latency); batches run on the instances",
+    )
+    inference_spin: bool = Field(
+        False,
+        description="the instances' runtime threads spin-wait between the parallel sections of a run (ONNX "
+        "Runtime) instead of sleeping; off suits a busy server, where spinning threads waste the cores that "
+        "decoding and the HTTP/gRPC threads need (the latency instance always spins)",
     )
     decode_threads: int = Field(2, ge=1, description="threads decoding and preprocessing images")
+    decode_mode: Literal["auto", "pool", "batch"] = Field(
+        "auto",
+        description="where images are decoded: pool = in the decode threads before queueing, overlapping "
+        "inference (accelerators); batch = by the instance, for its whole batch, just before inferring (CPUs, "
+        "where decoding and inference would contend for the same cores); auto = batch on CPU, pool otherwise",
+    )
     stream_window: int = Field(8, ge=1, description="frames in flight per gRPC stream (backpressure)")
 
     # Limits.

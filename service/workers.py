@@ -60,6 +60,13 @@ class WorkerPool(WorkerSource[Worker]):
         """Wait for an idle worker."""
         return await self._idle.get()
 
+    def try_acquire(self) -> Worker | None:
+        """An idle worker now, or ``None`` (never waits; nobody waiting is bypassed, as an idle one exists)."""
+        try:
+            return self._idle.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
     def release(self, worker: Worker) -> None:
         """Return a worker after its batch."""
         self._idle.put_nowait(worker)

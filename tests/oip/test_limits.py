@@ -121,7 +121,13 @@ def test_the_timeout_parameter_cannot_raise_the_servers_timeout():
     bundle.mkdir()
 
     async def main():
-        settings = Settings(bundles=[str(bundle)], tune_batch_size=False, max_batch_size=1, request_timeout_ms=100)
+        settings = Settings(
+            bundles=[str(bundle)],
+            tune_batch_size=False,
+            max_batch_size=1,
+            instances_per_device=1,
+            request_timeout_ms=100,
+        )
         engine = BatchedEngine(settings, loader=fake_loader(infer_delay_s=0.4))
         await engine.start()
         tensor = InputTensor("IMAGE", "BYTES", (1,), (encode(np.zeros((8, 8, 3), np.uint8), ".png"),))

@@ -97,7 +97,12 @@ def png(marker: int) -> EncodedImage:
 
 async def started_engine() -> BatchedEngine:
     settings = Settings(
-        bundles=[str(FAKE_BUNDLE)], tune_batch_size=False, max_batch_size=1, priority_levels=3, default_priority_level=2
+        bundles=[str(FAKE_BUNDLE)],
+        tune_batch_size=False,
+        max_batch_size=1,
+        instances_per_device=1,
+        priority_levels=3,
+        default_priority_level=2,
     )
     engine = BatchedEngine(settings, loader=fake_loader(infer_delay_s=0.25))
     await engine.start()

@@ -45,6 +45,7 @@ def server_settings(bundle: Path, **overrides) -> Settings:
         http_port=0,
         grpc_port=0,
         max_batch_size=4,
+        instances_per_device=1,  # the tests reason about one batch at a time, whatever the machine's cores
         decode_threads=2,
         drain_timeout_s=10.0,
         tune_batch_size=False,  # keep real batching in play (tuning may pick 1 for the tiny model on a CPU)

@@ -63,6 +63,7 @@ class FakePredictor:
     batch_sizes: list[int] = field(default_factory=list)
     warmed: list[int] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _running: bool = False
 
     def preprocess(self, image: np.ndarray, channel_order: str = "bgr") -> tuple[np.ndarray, float]:
         h_in, w_in = self.meta.input_hw
@@ -73,9 +74,14 @@ class FakePredictor:
     def infer(self, batch: np.ndarray) -> FakeRaw:
         assert batch.ndim == 4 and 1 <= len(batch) <= self.meta.max_batch, batch.shape
         with self._lock:
+            assert not self._running, "one session used by two threads at once"
+            self._running = True
             self.batch_sizes.append(len(batch))
-        if self.infer_delay_s:
-            time.sleep(self.infer_delay_s)
+        try:
+            if self.infer_delay_s:
+                time.sleep(self.infer_delay_s)
+        finally:
+            self._running = False
         markers = batch[:, 0, 0, 0].astype(np.int32)
         if self.fail_marker is not None and (markers == self.fail_marker).any():
             raise RuntimeError("backend exploded")
@@ -116,13 +122,16 @@ class FakePredictor:
 def fake_loader(**predictor_kwargs):
     """A ``PredictorLoader`` building FakePredictors; the bundle directory name becomes the model name."""
     created: list[FakePredictor] = []
+    sessions: list[tuple[int | None, bool]] = []  # (threads, spin) of each load
 
-    def load(path: Path, backend: str, device: str, threads: int | None) -> FakePredictor:
+    def load(path: Path, backend: str, device: str, threads: int | None, spin: bool = False) -> FakePredictor:
         predictor = FakePredictor(meta=FakeMeta(name=Path(path).name), device=device, **predictor_kwargs)
         created.append(predictor)
+        sessions.append((threads, spin))
         return predictor
 
     load.created = created  # type: ignore[attr-defined]
+    load.sessions = sessions  # type: ignore[attr-defined]
     return load
 
 

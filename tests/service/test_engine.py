@@ -39,6 +39,7 @@ FAKE_BUNDLE.mkdir()
 def settings(**kwargs) -> Settings:
     kwargs.setdefault("bundles", [str(FAKE_BUNDLE)])
     kwargs.setdefault("tune_batch_size", False)
+    kwargs.setdefault("instances_per_device", 1)  # one batch at a time, whatever the machine's cores
     return Settings(**kwargs)
 
 
@@ -69,7 +70,11 @@ def test_warmup_covers_every_batch_size_of_every_instance():
         assert not engine.is_ready()
         await engine.start()
         assert engine.is_ready()
-        assert [p.warmed for p in loader.created] == [[1, 2, 3], [1, 2, 3]]
+        # Two batch instances at every batch size; the latency instance (when the machine has more cores than a
+        # batch instance uses) runs single images only.
+        warmed = [p.warmed for p in loader.created]
+        assert warmed[:2] == [[1, 2, 3], [1, 2, 3]]
+        assert warmed[2:] == ([[1]] if engine._models["fake"].latency is not None else [])
         await engine.close()
 
     asyncio.run(main())
@@ -241,6 +246,70 @@ def test_tuned_batch_size_caps_the_batcher():
         )
         await engine.start()
         assert engine.model_info().max_batch_size == 1
+        await engine.close()
+
+    asyncio.run(main())
+
+
+def test_a_lone_image_runs_directly_on_the_latency_instance_and_load_goes_to_the_batch_instances(monkeypatch):
+    monkeypatch.setattr("service.instance_plan.available_cpus", lambda: 4)
+
+    async def main():
+        loader = fake_loader(infer_delay_s=0.05)
+        engine = BatchedEngine(settings(instances_per_device=2, inference_threads=1, max_batch_size=4), loader=loader)
+        await engine.start()
+        assert loader.sessions == [(1, False), (1, False), (4, True)]  # (threads, spin): the latency one spins
+        batch_a, batch_b, latency = loader.created
+        result = await engine.detect(png(140))
+        assert round(float(result.scores[0]) * 255) == 140 and result.timing.queue_ms == 0.0
+        assert (latency.batch_sizes, batch_a.batch_sizes, batch_b.batch_sizes) == ([1], [], [])
+        results = await asyncio.gather(*(engine.detect(png(150 + i)) for i in range(12)))
+        assert [round(float(r.scores[0]) * 255) for r in results] == list(range(150, 162))
+        batched = batch_a.batch_sizes + batch_b.batch_sizes
+        assert sum(batched) + sum(latency.batch_sizes) == 13 and max(batched) > 1  # the load was batched
+        snap = engine.statistics("fake")
+        assert snap.success_count == 13 and snap.inference_count == 13
+        await engine.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("decode_mode", ["pool", "batch"])
+def test_a_bad_image_fails_alone_and_its_neighbours_share_a_batch(decode_mode):
+    async def main():
+        engine = BatchedEngine(
+            settings(decode_mode=decode_mode, max_batch_size=4), loader=fake_loader(infer_delay_s=0.1)
+        )
+        await engine.start()
+        predictor = engine._models["fake"].pool.workers[0].predictor
+        blocker = asyncio.ensure_future(engine.detect(png(101)))  # runs directly: the instance is busy for 0.1 s
+        await asyncio.sleep(0.02)
+        truncated = EncodedImage(png(2).data[:40], "image/png")
+        waiting = [asyncio.ensure_future(engine.detect(image)) for image in (png(170), truncated, png(171))]
+        first, good_a, bad, good_b = await asyncio.gather(blocker, *waiting, return_exceptions=True)
+        assert isinstance(bad, InvalidImage), bad
+        assert [round(float(r.scores[0]) * 255) for r in (first, good_a, good_b)] == [101, 170, 171]
+        assert predictor.batch_sizes == [1, 2]
+        snap = engine.statistics("fake")
+        assert (snap.success_count, snap.fail_count, snap.queue_count) == (3, {"OTHER": 1}, 3)
+        assert engine.inflight == 0 and engine.model_states()[0].pending == 0
+        await engine.close()
+
+    asyncio.run(main())
+
+
+def test_the_direct_path_honours_the_deadline_and_holds_its_instance_until_the_call_ends():
+    async def main():
+        engine = await started(settings(), infer_delay_s=0.3)
+        predictor = engine._models["fake"].pool.workers[0].predictor
+        t0 = time.perf_counter()
+        with pytest.raises(DeadlineExceeded):
+            await engine.detect(png(105), timeout_s=0.05)
+        assert time.perf_counter() - t0 < 0.2  # answered at the deadline, not when the compute ends
+        # The abandoned call still owns the session: the next image waits for it instead of sharing it.
+        assert round(float((await engine.detect(png(106))).scores[0]) * 255) == 106
+        assert predictor.batch_sizes == [1, 1]
+        assert 'yoloxpai_expired_total{model="fake"} 1.0' in engine.metrics_text().decode()
         await engine.close()
 
     asyncio.run(main())
