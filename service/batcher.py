@@ -115,7 +115,8 @@ class DynamicBatcher(Generic[W]):
     def release(self, n: int = 1) -> None:
         """Return reservations that will not be submitted (decode failed, client left)."""
         self._reserved -= n
-        self._changed.set()  # eager dispatch may no longer need to wait for them
+        if self._depth:
+            self._changed.set()  # eager dispatch of the queued items may no longer need to wait for these
 
     def submit(self, payload: Any, deadline_s: float, priority_level: int = 0) -> asyncio.Future:
         """Queue one reserved request; the returned future resolves with ``execute``'s result for it.

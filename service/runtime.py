@@ -178,6 +178,11 @@ class ModelRuntime:
         self.inflight = 0  # admitted and not yet answered
         self._preprocessor = pool.workers[0].predictor  # preprocess is thread-safe on any instance
         self._class_index = {name: i for i, name in enumerate(info.class_names)}
+        # This model's series, resolved once (``labels`` is a locked dict lookup per call).
+        self._queue_wait = metrics.queue_wait.labels(info.name)
+        self._batch_size = metrics.batch_size.labels(info.name)
+        self._inference = metrics.inference.labels(info.name)
+        self._postprocess = metrics.postprocess.labels(info.name)
         self._direct_when_idle = settings.direct_when_idle
         self.batcher: DynamicBatcher[Worker] = DynamicBatcher(
             pool=pool,
@@ -303,15 +308,15 @@ class ModelRuntime:
             if isinstance(prep, Prepared):
                 inferred += 1
                 self.stats.record_queue(wait_ns)
-                self.metrics.queue_wait.labels(self.name).observe(wait_ns / 1e9)
+                self._queue_wait.observe(wait_ns / 1e9)
         if not inferred:  # every image failed to decode: nothing ran
             return
         self.stats.record_execution(
             inferred, output.input_ns, output.infer_ns, output.output_ns, wall_ms=int(time.time() * 1000)
         )
-        self.metrics.batch_size.labels(self.name).observe(inferred)
-        self.metrics.inference.labels(self.name).observe(output.infer_ns / 1e9)
-        self.metrics.postprocess.labels(self.name).observe(output.output_ns / 1e9)
+        self._batch_size.observe(inferred)
+        self._inference.observe(output.infer_ns / 1e9)
+        self._postprocess.observe(output.output_ns / 1e9)
 
     # -- the idle direct path --------------------------------------------------------------------------------
 
@@ -340,12 +345,18 @@ class ModelRuntime:
         """
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(worker.executor, self._run_one, worker.predictor, Encoded(image, options))
-        work.add_done_callback(lambda done: self._direct_done(worker, done))
+        # The caller waits on its own future: cancelling it (client gone) or the deadline timer ends the wait and
+        # leaves ``work`` to finish and give the worker back (a bare future and a timer: no wait_for/shield tasks).
+        waiter = loop.create_future()
+        work.add_done_callback(lambda done: self._direct_done(worker, done, waiter))
+        timer = loop.call_at(deadline_s, _expire_waiter, waiter)
         try:
-            prepared, output = await asyncio.wait_for(asyncio.shield(work), max(deadline_s - loop.time(), 0.0))
-        except asyncio.TimeoutError:
+            prepared, output = await waiter
+        except DeadlineExceeded:
             self.metrics.expired.labels(self.name).inc()
-            raise DeadlineExceeded("deadline passed during compute") from None
+            raise
+        finally:
+            timer.cancel()
         self._record_batch([0], prepared, output)
         result = output.results[0]
         if isinstance(result, ServiceError):
@@ -359,13 +370,26 @@ class ModelRuntime:
             log.exception("direct inference failed")
             raise InferenceFailed(f"inference failed: {type(exc).__name__}: {exc}") from exc
 
-    def _direct_done(self, worker: Worker, done: asyncio.Future) -> None:
+    def _direct_done(self, worker: Worker, done: asyncio.Future, waiter: asyncio.Future) -> None:
         if worker is self.latency:
             self._latency_busy = False
         else:
             self.pool.release(worker)
-        if not done.cancelled():
-            done.exception()  # retrieved: an abandoned call's error must not be logged as never retrieved
+        if done.cancelled():  # the thread pool shut down before running it
+            waiter.cancel()
+            return
+        error = done.exception()  # retrieved even when nobody waits any more: never "never retrieved"
+        if waiter.done():  # expired or cancelled: the result is dropped
+            return
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(done.result())
+
+
+def _expire_waiter(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(DeadlineExceeded("deadline passed during compute"))
 
 
 def _item_output(detections: Any, prepared: Prepared | ServiceError, queue_ns: int, output: BatchOutput) -> ItemOutput:
