@@ -51,3 +51,11 @@ def test_load_bench_drives_a_real_server(tiny_bundle: Path) -> None:
             assert match, (protocol, c, out)
             assert float(match.group(1)) > 0 and match.group(2) == "0"  # answered, no errors
         assert re.search(rf"^{protocol}: p50 at C=1 = {NUMBER}x", out, re.MULTILINE), out
+
+
+def test_runtime_threads_bench_compares_session_layouts(tiny_bundle: Path) -> None:
+    out = run_script("bench/runtime_threads.py", "--bundle", str(tiny_bundle), "--batch", "2", "--runs", "4")
+    assert "cores" in out.splitlines()[0]
+    for wait in ("sleep", "spin"):
+        assert re.search(rf"^\s+\d+\s+{wait}\s+{NUMBER}\s+\d+\s+\d+\s+(?:\d+|-)$", out, re.MULTILINE), (wait, out)
+    assert re.search(rf"spinning threads are {NUMBER}x as fast", out), out
