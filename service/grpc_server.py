@@ -123,6 +123,13 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         trailing = (("retry-after", str(self._settings.retry_after_s)),) if isinstance(error, errors.RETRYABLE) else ()
         await context.abort(errors.grpc_code(error), error.message, trailing_metadata=trailing)
 
+    async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        """Check the API key; a missing or wrong one ends the call with UNAUTHENTICATED."""
+        try:
+            self._check_key(context)
+        except ServiceError as exc:
+            await self._abort(context, exc)
+
     async def Detect(self, request: pb.DetectRequest, context: grpc.aio.ServicerContext) -> pb.DetectResponse:
         """One image; errors are call statuses."""
         start = time.perf_counter()
@@ -168,10 +175,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         self, request_iterator: AsyncIterator[pb.DetectRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.DetectResponse]:
         """Frames in, responses out in the same order; at most ``stream_window`` frames in flight."""
-        try:
-            self._check_key(context)
-        except ServiceError as exc:
-            await self._abort(context, exc)
+        await self._authorize(context)
         draining = self._engine.draining
         stream = windowed_stream(
             request_iterator,
@@ -190,10 +194,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
         """The served models, default first."""
-        try:
-            self._check_key(context)
-        except ServiceError as exc:
-            await self._abort(context, exc)
+        await self._authorize(context)
         models = []
         for i, info in enumerate(self._engine.models()):
             models.append(

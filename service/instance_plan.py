@@ -6,6 +6,8 @@ cores that HTTP, gRPC and decoding need; one single-threaded session per core, e
 batches, gives the most images/s. So on a CPU the default is both: instances of ``cores / instances`` threads for
 batches, plus one *latency instance* using every core with spinning threads for images that arrive while the model
 is idle. Accelerators get one instance per device and no latency instance (threads do not set their latency).
+TorchScript's thread count is one setting for the whole process (``torch.set_num_threads``), so sessions cannot
+divide the cores: with ``--backend torchscript`` a CPU gets one instance and no latency instance.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
 
 def plan_instances(settings: Settings, device: str, cpus: int | None = None) -> InstancePlan:
     """Apply the defaults above to what the settings leave open (``None``)."""
-    if device != "cpu":
+    if device != "cpu" or settings.backend == "torchscript":
         return InstancePlan(
             instances=settings.instances_per_device or 1,
             threads=settings.inference_threads,

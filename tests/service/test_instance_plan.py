@@ -34,9 +34,11 @@ def test_explicit_settings_win_and_a_latency_instance_needs_spare_threads():
     assert (threads_only.instances, threads_only.threads) == (4, 2)
 
 
-def test_accelerators_get_one_instance_and_no_latency_instance():
+def test_accelerators_and_torchscript_get_one_instance_and_no_latency_instance():
     assert plan_instances(Settings(), "cuda:0", cpus=16) == InstancePlan(1, None, False, False, None)
     assert plan_instances(Settings(instances_per_device=2), "cuda:1", cpus=16).instances == 2
+    # torch's thread count is process-wide: sessions cannot split the cores.
+    assert plan_instances(Settings(backend="torchscript"), "cpu", cpus=8) == InstancePlan(1, None, False, False, None)
 
 
 def test_available_cpus_honours_a_cgroup_quota(tmp_path: Path):
