@@ -126,7 +126,8 @@ def tune_batch_size(predictor: Any, max_batch: int, min_time_s: float = 0.25, mi
 def run_batch(predictor: Any, payloads: list[Prepared]) -> BatchOutput:
     """Stack, infer and postprocess one batch. Runs on the worker's thread."""
     t0 = time.perf_counter_ns()
-    batch = np.stack([p.tensor for p in payloads])  # [B, 3, H_in, W_in]
+    # [B, 3, H_in, W_in]; a single image is a view, not a copy
+    batch = payloads[0].tensor[None] if len(payloads) == 1 else np.stack([p.tensor for p in payloads])
     t1 = time.perf_counter_ns()
     raw = predictor.infer(batch)
     t2 = time.perf_counter_ns()
