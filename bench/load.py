@@ -312,6 +312,33 @@ class SpawnedServer:
         self.proc.wait(60)
 
 
+async def noop_round_trips(url: str, grpc_target: str | None, calls: int = 500) -> dict[str, float]:
+    """p50 ms of a call that does no work (``GET /healthz``; gRPC ``ListModels``) over the load clients: the fixed
+    cost of each transport, client and server together, which a C = 1 latency carries on top of the detection."""
+    import grpc
+
+    from service.pb.yoloxpai.v1 import detection_pb2 as pb
+    from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
+
+    async def p50(call) -> float:
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            await call()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times[calls // 10 :]) * 1000.0  # the first tenth warms the connection up
+
+    host_port = url.split("//", 1)[1]
+    conn = RawHttpConnection(host_port.rsplit(":", 1)[0], int(host_port.rsplit(":", 1)[1]))
+    floors = {"http": await p50(lambda: conn.post(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"))}
+    await conn.close()
+    if grpc_target:
+        async with grpc.aio.insecure_channel(grpc_target) as channel:
+            stub = pb_grpc.DetectorStub(channel)
+            floors["grpc"] = await p50(lambda: stub.ListModels(pb.ListModelsRequest(), timeout=30))
+    return floors
+
+
 def measure_protocols(args: argparse.Namespace, jpeg: bytes, levels: list[int], protocols: list[str]) -> dict:
     """``{protocol: {C: (images/s, latencies, errors)}}``, measured level by level with the protocols interleaved
     (``--rounds`` times), so a machine that speeds up or slows down during the run treats every protocol alike."""
@@ -412,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         args.grpc = f"127.0.0.1:{spawned.grpc_port}"
     try:
         server_results = measure_protocols(args, jpeg, levels, protocols)
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            floors = runner.run(noop_round_trips(args.url, args.grpc))
     finally:
         if spawned is not None:
             spawned.stop()
@@ -435,7 +464,12 @@ def main(argv: list[str] | None = None) -> int:
         f"\nbare Predictor ({bare['backend']}, spinning threads, decode + predict): single-image p50 {bare_p50:.2f} ms"
     )
     print("  " + ", ".join(f"batch {b}: {r:.1f} img/s" for b, r in bare["throughput"].items()))
-    print(f"  best: batch {best_batch}, {best_rate:.1f} img/s\n")
+    print(f"  best: batch {best_batch}, {best_rate:.1f} img/s")
+    print(
+        "transport floor (a call that does no work, C = 1 p50): "
+        + ", ".join(f"{name} {ms:.2f} ms" for name, ms in floors.items())
+        + "\n"
+    )
     ok = True
     for protocol, per_level in server_results.items():
         high = [rate for c, (rate, _, _) in per_level.items() if c >= 16]

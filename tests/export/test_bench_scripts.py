@@ -51,6 +51,7 @@ def test_load_bench_drives_a_real_server(tiny_bundle: Path) -> None:
             assert match, (protocol, c, out)
             assert float(match.group(1)) > 0 and match.group(2) == "0"  # answered, no errors
         assert re.search(rf"^{protocol}: p50 at C=1 = {NUMBER}x", out, re.MULTILINE), out
+    assert re.search(rf"^transport floor .*: http {NUMBER} ms, grpc {NUMBER} ms$", out, re.MULTILINE), out
 
 
 def test_runtime_threads_bench_compares_session_layouts(tiny_bundle: Path) -> None:
