@@ -316,6 +316,7 @@ async def noop_round_trips(url: str, grpc_target: str | None, calls: int = 500) 
     """p50 ms of a call that does no work (``GET /healthz``; gRPC ``ListModels``) over the load clients: the fixed
     cost of each transport, client and server together, which a C = 1 latency carries on top of the detection."""
     import grpc
+    import httpx
 
     from service.pb.yoloxpai.v1 import detection_pb2 as pb
     from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
@@ -328,8 +329,8 @@ async def noop_round_trips(url: str, grpc_target: str | None, calls: int = 500) 
             times.append(time.perf_counter() - t0)
         return statistics.median(times[calls // 10 :]) * 1000.0  # the first tenth warms the connection up
 
-    host_port = url.split("//", 1)[1]
-    conn = RawHttpConnection(host_port.rsplit(":", 1)[0], int(host_port.rsplit(":", 1)[1]))
+    parsed = httpx.URL(url)
+    conn = RawHttpConnection(parsed.host, parsed.port)
     floors = {"http": await p50(lambda: conn.post(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"))}
     await conn.close()
     if grpc_target:

@@ -18,7 +18,7 @@ from service.settings import Settings
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
-# (path, backend, device, threads) -> a Predictor (``model.predictor.Predictor`` or a test double).
+# (path, backend, device, threads, spin) -> a Predictor (``model.predictor.Predictor`` or a test double).
 PredictorLoader = Callable[[Path, str, str, "int | None", bool], Any]
 
 

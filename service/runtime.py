@@ -26,7 +26,7 @@ from service.bundles import BundleSpec, PredictorLoader, model_version
 from service.engine import DetectOptions, ModelInfo
 from service.errors import DeadlineExceeded, InferenceFailed, InvalidOption, ServiceError
 from service.imaging import ImageInput, load_image
-from service.instance_plan import InstancePlan, plan_instances
+from service.instance_plan import plan_instances
 from service.metrics import Metrics
 from service.settings import Settings
 from service.stats import ModelStatistics
@@ -405,6 +405,7 @@ async def load_model_runtime(
     t0 = time.perf_counter()
     workers: list[Worker] = []
     latency: Worker | None = None
+    latency_note = ""  # for the log line
     plans = {device: plan_instances(settings, device) for device in settings.devices}
     for device, plan in plans.items():
         for index in range(plan.instances):
@@ -413,6 +414,7 @@ async def load_model_runtime(
         if plan.latency_instance and latency is None:
             predictor = await asyncio.to_thread(loader, spec.path, settings.backend, device, plan.latency_threads, True)
             latency = Worker(f"latency-{device}", device, predictor)
+            latency_note = f" + a latency instance of {plan.latency_threads} threads"
     meta = workers[0].predictor.meta
     bundle_max = int(getattr(meta, "max_batch", 0) or settings.max_batch_size)
     max_batch = min(settings.max_batch_size, bundle_max)
@@ -452,12 +454,8 @@ async def load_model_runtime(
         ",".join(info.devices),
         info.instances,
         ", ".join(str(plan.threads or "default") for plan in plans.values()),
-        f" + a latency instance of {latency_threads} threads" if (latency_threads := _latency_threads(plans)) else "",
+        latency_note,
         max_batch,
         load_s,
     )
     return ModelRuntime(info, pool, settings, metrics, load_s, decode_pool, latency)
-
-
-def _latency_threads(plans: dict[str, InstancePlan]) -> int | None:
-    return next((plan.latency_threads for plan in plans.values() if plan.latency_instance), None)
