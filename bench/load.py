@@ -14,11 +14,13 @@ not the clients (tritonclient's HTTP client is gevent-based and would not share 
 For each protocol and concurrency C (default 1, 2, 4, 8, 16, 32, 64), C clients each send one image, wait for the
 answer, and send again, for ``--duration-s``; prints images/s and p50/p90/p99 latency. Protocols are interleaved
 level by level (``--rounds`` repeats the cycle; rates are averaged), so drift on a shared machine hits them alike.
-Then it measures the bare Predictor in this process (JPEG decode + ``predict``, the work an application without a
-server does) at batch sizes 1..max and prints the server/bare ratios against the targets: at C >= 16 the server
-delivers >= 0.9x the bare Predictor's best images/s; at C = 1 its p50 is <= 1.2x the bare single-image latency.
-Client and server share the machine's cores, as they do in the numbers reported. The spawned server runs with its
-defaults (``--server-arg`` adds flags); the bare Predictor with its strongest settings (every core, spinning threads).
+The bare Predictor (JPEG decode + ``predict``, the work an application without a server does) runs in its own
+process, in the same cycle: its single-image block just before the C = 1 level, its blocks at batch sizes 1..max
+just before the first C >= 16, each round; then the server/bare ratios are printed against the targets: at
+C >= 16 the server delivers >= 0.9x the bare Predictor's best images/s; at C = 1 its p50 is <= 1.2x the bare
+single-image latency (pooled over the rounds, as the server's are). Client and server share the machine's cores,
+as they do in the numbers reported. The spawned server runs with its defaults (``--server-arg`` adds flags); the
+bare Predictor with its strongest settings (every core, spinning threads).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -239,46 +242,91 @@ async def run_grpc(target: str, jpeg: bytes, levels: list[int], duration_s: floa
     return results
 
 
-def bare_predictor(bundle: Path, jpeg: bytes, backend: str, threads: int | None, duration_s: float) -> dict:
-    """Decode + predict in this process: single-image latency and images/s per batch size.
+class BarePredictor:
+    """Decode + predict in this process, the work an application without a server does, one block at a time.
 
     The strongest bare configuration: every core, threads spinning (ONNX Runtime's own default; on 2 cores it
     gives the nano 1.5x the single-image speed and 1.2x the images/s of sleeping threads).
     """
-    from model.predictor import Predictor
 
-    predictor = Predictor.from_bundle(bundle, backend=backend, threads=threads, spin=True)
-    max_batch = predictor.meta.max_batch
-    predictor.warmup(range(1, max_batch + 1))
+    def __init__(self, bundle: Path, jpeg: bytes, backend: str, threads: int | None) -> None:
+        from model.predictor import Predictor
 
-    def run(batch: int) -> None:
-        images = [cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) for _ in range(batch)]
-        predictor.predict(images)
+        self.jpeg = jpeg
+        self.predictor = Predictor.from_bundle(bundle, backend=backend, threads=threads, spin=True)
+        max_batch = self.predictor.meta.max_batch
+        self.batches = sorted({1, 2, 4, 8, max_batch} & set(range(1, max_batch + 1)))
+        self.predictor.warmup(range(1, max_batch + 1))
 
-    stop = time.perf_counter() + 1.0  # runtimes keep speeding up for a while after the first calls
-    while time.perf_counter() < stop:
-        run(1)
-    latencies = []
-    stop = time.perf_counter() + duration_s
-    while time.perf_counter() < stop:
-        t0 = time.perf_counter()
-        run(1)
-        latencies.append(time.perf_counter() - t0)
-    throughput = {}
-    for batch in sorted({1, 2, 4, 8, max_batch} & set(range(1, max_batch + 1))):
+    def run(self, batch: int) -> None:
+        images = [cv2.imdecode(np.frombuffer(self.jpeg, np.uint8), cv2.IMREAD_COLOR) for _ in range(batch)]
+        self.predictor.predict(images)
+
+    def latencies(self, duration_s: float, warmup_s: float) -> list[float]:
+        """Single-image latencies (s), after ``warmup_s`` of the same calls (as each server block has)."""
+        stop = time.perf_counter() + warmup_s
+        while time.perf_counter() < stop:
+            self.run(1)
+        times = []
+        stop = time.perf_counter() + duration_s
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            self.run(1)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    def rate(self, batch: int, duration_s: float) -> float:
+        """Images/s, back to back at ``batch``."""
+        self.run(batch)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < duration_s:
-            run(batch)
+            self.run(batch)
             n += batch
-        throughput[batch] = n / (time.perf_counter() - t0)
-    return {"latencies": latencies, "throughput": throughput, "backend": predictor.backend}
+        return n / (time.perf_counter() - t0)
 
 
-def bare_in_subprocess(argv: list[str] | None) -> dict:
-    """``bare_predictor`` in a fresh process: no client threads (gRPC pollers, httpx) competing with it."""
-    cmd = [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv), "--bare-only"]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def serve_bare(args: argparse.Namespace, jpeg: bytes) -> None:
+    """The ``--bare-serve`` child: answers one JSON command a line on stdin with one JSON line on stdout."""
+    bare = BarePredictor(args.bundle, jpeg, args.backend, args.threads)
+    print(json.dumps({"backend": bare.predictor.backend, "batches": bare.batches}), flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["op"] == "latency":
+            print(json.dumps(bare.latencies(command["duration_s"], command["warmup_s"])), flush=True)
+        else:
+            print(json.dumps(bare.rate(command["batch"], command["duration_s"])), flush=True)
+
+
+class BareProcess:
+    """The bare Predictor in its own process (no client threads competing with it), kept alive for the whole run
+    so its blocks interleave with the server's: both see the same machine, drift included."""
+
+    def __init__(self, argv: list[str] | None) -> None:
+        cmd = [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv), "--bare-serve"]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        hello = self._answer()
+        self.backend, self.batches = hello["backend"], hello["batches"]
+
+    def _answer(self) -> Any:
+        line = self.proc.stdout.readline()  # one JSON line per command
+        if not line:
+            raise SystemExit(f"the bare Predictor process exited ({self.proc.wait()})")
+        return json.loads(line)
+
+    def _ask(self, **command: Any) -> Any:
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        return self._answer()
+
+    def latencies(self, duration_s: float, warmup_s: float) -> list[float]:
+        return self._ask(op="latency", duration_s=duration_s, warmup_s=warmup_s)
+
+    def rate(self, batch: int, duration_s: float) -> float:
+        return self._ask(op="rate", batch=batch, duration_s=duration_s)
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(60)
 
 
 class SpawnedServer:
@@ -340,9 +388,13 @@ async def noop_round_trips(url: str, grpc_target: str | None, calls: int = 500) 
     return floors
 
 
-def measure_protocols(args: argparse.Namespace, jpeg: bytes, levels: list[int], protocols: list[str]) -> dict:
-    """``{protocol: {C: (images/s, latencies, errors)}}``, measured level by level with the protocols interleaved
-    (``--rounds`` times), so a machine that speeds up or slows down during the run treats every protocol alike."""
+def measure_protocols(
+    args: argparse.Namespace, jpeg: bytes, levels: list[int], protocols: list[str], bare: BareProcess
+) -> tuple[dict, dict]:
+    """``{protocol: {C: (images/s, latencies, errors)}}`` and the bare Predictor's ``{"latencies", "throughput":
+    {batch: images/s}}``, measured level by level with the protocols interleaved (``--rounds`` times) and the bare
+    blocks in the same cycle (its single-image block just before C = 1, its batch blocks just before the first
+    C >= 16), so a machine that speeds up or slows down during the run treats the server and the baseline alike."""
     model = args.model or default_model(args.url)
     oip_body, oip_headers = oip_rest_body(jpeg)
     runners = {
@@ -377,12 +429,31 @@ def measure_protocols(args: argparse.Namespace, jpeg: bytes, levels: list[int], 
     samples: dict[str, dict[int, list[tuple[float, list[float], int]]]] = {
         p: {c: [] for c in levels} for p in protocols
     }
+    bare_latencies: list[float] = []
+    bare_rates: dict[int, list[float]] = {b: [] for b in bare.batches}
+    latency_before = 1 if 1 in levels else levels[0]
+    rates_before = next((c for c in levels if c >= 16), None)
+
+    def bare_rates_block() -> None:
+        for batch in bare.batches:
+            bare_rates[batch].append(bare.rate(batch, args.duration_s))
+
     for _ in range(args.rounds):
         for c in levels:
+            if c == latency_before:
+                bare_latencies.extend(bare.latencies(args.duration_s, args.warmup_s))
+            if c == rates_before:
+                bare_rates_block()
             for protocol in protocols:
                 with asyncio.Runner(loop_factory=event_loop_factory()) as runner:  # the server's loop, uvloop
                     samples[protocol][c].append(runner.run(runners[protocol](c))[c])
-    return {
+        if rates_before is None:
+            bare_rates_block()
+    bare_results = {
+        "latencies": bare_latencies,
+        "throughput": {batch: statistics.mean(rates) for batch, rates in bare_rates.items()},
+    }
+    server_results = {
         protocol: {
             c: (
                 statistics.mean(rate for rate, _, _ in runs),
@@ -393,6 +464,7 @@ def measure_protocols(args: argparse.Namespace, jpeg: bytes, levels: list[int], 
         }
         for protocol, per_level in samples.items()
     }
+    return server_results, bare_results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -418,39 +490,32 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="the bare Predictor's runtime threads (default: every core)"
     )
     parser.add_argument("--server-arg", action="append", default=[], help="extra `yoloxpai serve` flag (spawned)")
-    parser.add_argument("--bare-only", action="store_true", help=argparse.SUPPRESS)  # internal: one bare run, JSON
+    parser.add_argument("--bare-serve", action="store_true", help=argparse.SUPPRESS)  # internal: the bare process
     args = parser.parse_args(argv)
-    if args.bare_only:
-        jpeg = args.image.read_bytes() if args.image else sample_jpeg()
-        print(json.dumps(bare_predictor(args.bundle, jpeg, args.backend, args.threads, args.duration_s)))
+    jpeg = args.image.read_bytes() if args.image else sample_jpeg()
+    if args.bare_serve:
+        serve_bare(args, jpeg)
         return 0
 
-    jpeg = args.image.read_bytes() if args.image else sample_jpeg()
-    # The bare Predictor runs before and after the server load; the better of the two is the baseline (the
-    # conservative choice on a machine whose speed drifts).
-    bare_before = bare_in_subprocess(argv)
+    bare_process = BareProcess(argv)  # loaded and warmed before the server starts, idle while it is measured
     levels = [int(c) for c in args.concurrency.split(",")]
     protocols = args.protocols.split(",")
     spawned = None
-    if args.url is None:
-        spawned = SpawnedServer(
-            ["--bundle", str(args.bundle), "--log-level", "info", "--backend", args.backend, *args.server_arg]
-        )
-        args.url = f"http://127.0.0.1:{spawned.http_port}"
-        args.grpc = f"127.0.0.1:{spawned.grpc_port}"
     try:
-        server_results = measure_protocols(args, jpeg, levels, protocols)
+        if args.url is None:
+            spawned = SpawnedServer(
+                ["--bundle", str(args.bundle), "--log-level", "info", "--backend", args.backend, *args.server_arg]
+            )
+            args.url = f"http://127.0.0.1:{spawned.http_port}"
+            args.grpc = f"127.0.0.1:{spawned.grpc_port}"
+        server_results, bare = measure_protocols(args, jpeg, levels, protocols, bare_process)
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             floors = runner.run(noop_round_trips(args.url, args.grpc))
     finally:
         if spawned is not None:
             spawned.stop()
-    bare_after = bare_in_subprocess(argv)
-    bare = {
-        "backend": bare_after["backend"],
-        "latencies": min(bare_before["latencies"], bare_after["latencies"], key=statistics.median),
-        "throughput": {int(b): max(bare_before["throughput"][b], r) for b, r in bare_after["throughput"].items()},
-    }
+        bare_process.stop()
+    bare["backend"] = bare_process.backend
 
     print(f"\n{describe()}")
     print(f"server ({args.url}, image {len(jpeg)} bytes)")

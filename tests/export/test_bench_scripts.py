@@ -52,6 +52,9 @@ def test_load_bench_drives_a_real_server(tiny_bundle: Path) -> None:
             assert float(match.group(1)) > 0 and match.group(2) == "0"  # answered, no errors
         assert re.search(rf"^{protocol}: p50 at C=1 = {NUMBER}x", out, re.MULTILINE), out
     assert re.search(rf"^transport floor .*: http {NUMBER} ms, grpc {NUMBER} ms$", out, re.MULTILINE), out
+    # the bare Predictor, measured in the same cycle as the server: its single-image p50 and a rate per batch size
+    assert re.search(rf"^bare Predictor \(onnxruntime, .*single-image p50 {NUMBER} ms$", out, re.MULTILINE), out
+    assert re.search(rf"^  batch 1: {NUMBER} img/s(, batch \d+: {NUMBER} img/s)+$", out, re.MULTILINE), out
 
 
 def test_runtime_threads_bench_compares_session_layouts(tiny_bundle: Path) -> None:
