@@ -8,6 +8,8 @@ batches, plus one *latency instance* using every core with spinning threads for 
 is idle. Accelerators get one instance per device and no latency instance (threads do not set their latency).
 TorchScript's thread count is one setting for the whole process (``torch.set_num_threads``), so sessions cannot
 divide the cores: with ``--backend torchscript`` a CPU gets one instance and no latency instance.
+On a CPU each instance also holds a second batch queued behind its running one (``depth`` 2), so a busy instance
+goes straight on to it; on an accelerator a batch formed that early would be smaller, so ``depth`` stays 1.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class InstancePlan:
     spin: bool  # batch instances' threads spin-wait
     latency_instance: bool  # one more session (all cores, spinning) for the idle direct path
     latency_threads: int | None
+    depth: int = 1  # batches each instance holds (running + queued behind it on its thread)
 
 
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
@@ -54,6 +57,7 @@ def plan_instances(settings: Settings, device: str, cpus: int | None = None) -> 
             spin=settings.inference_spin,
             latency_instance=False,
             latency_threads=None,
+            depth=settings.batches_per_instance or (2 if device == "cpu" else 1),
         )
     cpus = cpus or available_cpus()
     instances = settings.instances_per_device
@@ -62,4 +66,5 @@ def plan_instances(settings: Settings, device: str, cpus: int | None = None) -> 
     threads = settings.inference_threads or max(1, cpus // instances)
     # A latency instance helps only when it can use more threads than a batch instance has.
     latency = settings.latency_instance and cpus > threads
-    return InstancePlan(instances, threads, settings.inference_spin, latency, cpus if latency else None)
+    depth = settings.batches_per_instance or 2
+    return InstancePlan(instances, threads, settings.inference_spin, latency, cpus if latency else None, depth)

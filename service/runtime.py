@@ -291,16 +291,35 @@ class ModelRuntime:
         if not live:
             return
         now_s = asyncio.get_running_loop().time()
-        queue_ns = [int((now_s - item.enqueued_s) * 1e9) for item in live]
-        prepared, output = await worker.run(self.decode_and_run, worker.predictor, [item.payload for item in live])
+        ran, prepared, output, behind_ns = await worker.run(
+            self._run_queued, worker.predictor, live, time.perf_counter_ns()
+        )
+        queue_ns = [int((now_s - item.enqueued_s) * 1e9) + behind_ns for item in ran]
         self._record_batch(queue_ns, prepared, output)
-        for item, prep, result, wait_ns in zip(live, prepared, output.results, queue_ns, strict=True):
+        for item, prep, result, wait_ns in zip(ran, prepared, output.results, queue_ns, strict=True):
             if item.future.done():  # expired or cancelled during compute
                 continue
             if isinstance(result, ServiceError):
                 item.future.set_exception(result)
             else:
                 item.future.set_result(_item_output(result, prep, wait_ns, output))
+
+    def _run_queued(
+        self, predictor: Any, items: list[QueuedItem], submitted_ns: int
+    ) -> tuple[list[QueuedItem], list[Prepared | ServiceError], BatchOutput, int]:
+        """``decode_and_run`` for the items still wanted when the batch reaches the worker's thread.
+
+        A batch may have waited there behind the instance's running one (``Worker.depth``): a request cancelled
+        or expired meanwhile is dropped now, before compute. Reading an asyncio future's state off the loop is a
+        plain attribute read; at worst a request ending at this very moment is computed and its result dropped.
+        Returns the items that ran, their ``Prepared`` (or error), the batch output and the wait on the thread.
+        """
+        behind_ns = time.perf_counter_ns() - submitted_ns
+        ran = [item for item in items if not item.future.done()]
+        if not ran:
+            return ran, [], _NOTHING_RAN, behind_ns
+        prepared, output = self.decode_and_run(predictor, [item.payload for item in ran])
+        return ran, prepared, output, behind_ns
 
     def _record_batch(self, queue_ns: list[int], prepared: list[Prepared | ServiceError], output: BatchOutput) -> None:
         # Like Triton's, queue and compute statistics cover the images that reached compute (a bad image does not).
@@ -410,7 +429,7 @@ async def load_model_runtime(
     for device, plan in plans.items():
         for index in range(plan.instances):
             predictor = await asyncio.to_thread(loader, spec.path, settings.backend, device, plan.threads, plan.spin)
-            workers.append(Worker(f"infer-{device}-{index}", device, predictor))
+            workers.append(Worker(f"infer-{device}-{index}", device, predictor, depth=plan.depth))
         if plan.latency_instance and latency is None:
             predictor = await asyncio.to_thread(loader, spec.path, settings.backend, device, plan.latency_threads, True)
             latency = Worker(f"latency-{device}", device, predictor)

@@ -313,3 +313,23 @@ def test_the_direct_path_honours_the_deadline_and_holds_its_instance_until_the_c
         await engine.close()
 
     asyncio.run(main())
+
+
+def test_a_batch_waits_behind_the_running_one_on_its_instance_and_counts_that_wait_as_queue_time():
+    async def main():
+        s = settings(max_batch_size=1, batches_per_instance=2, direct_when_idle=False)
+        engine = await started(s, infer_delay_s=0.2)
+        runtime = engine._models["fake"]
+        first = asyncio.ensure_future(engine.detect(png(110)))
+        second = asyncio.ensure_future(engine.detect(png(120)))
+        await asyncio.sleep(0.1)
+        (worker,) = runtime.pool.workers
+        # Both batches are on the instance: the second one queued on its thread, not in the batcher.
+        assert runtime.batcher.depth == 0 and runtime.pool._held[worker] == 2
+        a, b = await asyncio.gather(first, second)
+        assert round(float(b.scores[0]) * 255) == 120
+        assert b.timing.queue_ms >= 150.0  # it waited ~0.2 s behind the first batch
+        assert a.timing.queue_ms < 100.0
+        await engine.close()
+
+    asyncio.run(main())
