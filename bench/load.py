@@ -4,6 +4,7 @@ Predictor, in one run.
     python bench/load.py --bundle DIR                     # starts `yoloxpai serve --bundle DIR` on free ports
     python bench/load.py --bundle DIR --url http://HOST:8000 --grpc HOST:8001   # an already running server
     python bench/load.py --bundle DIR --protocols rest,oip_rest,grpc,oip_grpc   # OIP beside /v1 and yoloxpai.v1
+    python bench/load.py --bundle DIR --baseline-server-arg=--batches-per-instance=1   # a setting, A/B in one run
 
 Protocols: ``rest`` (``POST /v1/detect``, raw JPEG body), ``grpc`` (``yoloxpai.v1.Detector/Detect``), ``oip_rest``
 (``POST /v2/models/{m}/infer`` with the binary tensor extension in and out, built by hand over httpx) and
@@ -20,7 +21,9 @@ just before the first C >= 16, each round; then the server/bare ratios are print
 C >= 16 the server delivers >= 0.9x the bare Predictor's best images/s; at C = 1 its p50 is <= 1.2x the bare
 single-image latency (pooled over the rounds, as the server's are). Client and server share the machine's cores,
 as they do in the numbers reported. The spawned server runs with its defaults (``--server-arg`` adds flags); the
-bare Predictor with its strongest settings (every core, spinning threads).
+bare Predictor with its strongest settings (every core, spinning threads). ``--baseline-server-arg`` spawns a second
+server with other flags, measured in the same cycle (rows ``base:...``), and prints the server/baseline ratios:
+a change of setting judged side by side, not against a number from another run.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+BASE = "base:"  # row prefix of the --baseline-server-arg server
 sys.path.insert(0, str(REPO))
 
 from bench.machine import describe  # noqa: E402
@@ -389,46 +393,43 @@ async def noop_round_trips(url: str, grpc_target: str | None, calls: int = 500) 
 
 
 def measure_protocols(
-    args: argparse.Namespace, jpeg: bytes, levels: list[int], protocols: list[str], bare: BareProcess
+    args: argparse.Namespace,
+    servers: dict[str, tuple[str, str | None]],
+    jpeg: bytes,
+    levels: list[int],
+    protocols: list[str],
+    bare: BareProcess,
 ) -> tuple[dict, dict]:
-    """``{protocol: {C: (images/s, latencies, errors)}}`` and the bare Predictor's ``{"latencies", "throughput":
-    {batch: images/s}}``, measured level by level with the protocols interleaved (``--rounds`` times) and the bare
-    blocks in the same cycle (its single-image block just before C = 1, its batch blocks just before the first
-    C >= 16), so a machine that speeds up or slows down during the run treats the server and the baseline alike."""
-    model = args.model or default_model(args.url)
+    """``{row: {C: (images/s, latencies, errors)}}`` and the bare Predictor's ``{"latencies", "throughput":
+    {batch: images/s}}``, measured level by level with the protocols (of every server: ``servers`` maps a row
+    prefix to its REST URL and gRPC target) interleaved, ``--rounds`` times, and the bare blocks in the same cycle
+    (its single-image block just before C = 1, its batch blocks just before the first C >= 16), so a machine that
+    speeds up or slows down during the run treats every server and the baseline alike."""
     oip_body, oip_headers = oip_rest_body(jpeg)
-    runners = {
-        "rest": lambda c: run_http(
-            args.url,
-            "/v1/detect",
-            jpeg,
-            {"Content-Type": "image/jpeg"},
-            [c],
-            args.duration_s,
-            args.warmup_s,
-            args.http_client,
-        ),
-        "grpc": lambda c: run_grpc(args.grpc, jpeg, [c], args.duration_s, args.warmup_s),
-        "oip_rest": lambda c: run_http(
-            args.url,
-            f"/v2/models/{model}/infer",
-            oip_body,
-            oip_headers,
-            [c],
-            args.duration_s,
-            args.warmup_s,
-            args.http_client,
-        ),
-        "oip_grpc": lambda c: run_oip_grpc(args.grpc, model, jpeg, [c], args.duration_s, args.warmup_s),
-    }
-    unknown = set(protocols) - set(runners)
+    runners = {}
+    for prefix, (url, grpc_target) in servers.items():
+        model = args.model or default_model(url)
+        runners |= {
+            f"{prefix}rest": lambda c, url=url: run_http(
+                url, "/v1/detect", jpeg, {"Content-Type": "image/jpeg"}, [c], args.duration_s, args.warmup_s,
+                args.http_client,
+            ),
+            f"{prefix}grpc": lambda c, target=grpc_target: run_grpc(target, jpeg, [c], args.duration_s, args.warmup_s),
+            f"{prefix}oip_rest": lambda c, url=url, model=model: run_http(
+                url, f"/v2/models/{model}/infer", oip_body, oip_headers, [c], args.duration_s, args.warmup_s,
+                args.http_client,
+            ),
+            f"{prefix}oip_grpc": lambda c, target=grpc_target, model=model: run_oip_grpc(
+                target, model, jpeg, [c], args.duration_s, args.warmup_s
+            ),
+        }  # fmt: skip
+    unknown = set(protocols) - {"rest", "grpc", "oip_rest", "oip_grpc"}
     if unknown:
-        raise SystemExit(f"unknown protocol(s) {sorted(unknown)}; choose from {sorted(runners)}")
-    if not args.grpc:
-        protocols = [p for p in protocols if "grpc" not in p]
-    samples: dict[str, dict[int, list[tuple[float, list[float], int]]]] = {
-        p: {c: [] for c in levels} for p in protocols
-    }
+        raise SystemExit(f"unknown protocol(s) {sorted(unknown)}; choose from rest, grpc, oip_rest, oip_grpc")
+    rows = [
+        prefix + p for prefix, (_, grpc_target) in servers.items() for p in protocols if grpc_target or "grpc" not in p
+    ]
+    samples: dict[str, dict[int, list[tuple[float, list[float], int]]]] = {row: {c: [] for c in levels} for row in rows}
     bare_latencies: list[float] = []
     bare_rates: dict[int, list[float]] = {b: [] for b in bare.batches}
     latency_before = 1 if 1 in levels else levels[0]
@@ -444,9 +445,9 @@ def measure_protocols(
                 bare_latencies.extend(bare.latencies(args.duration_s, args.warmup_s))
             if c == rates_before:
                 bare_rates_block()
-            for protocol in protocols:
+            for row in rows:
                 with asyncio.Runner(loop_factory=event_loop_factory()) as runner:  # the server's loop, uvloop
-                    samples[protocol][c].append(runner.run(runners[protocol](c))[c])
+                    samples[row][c].append(runner.run(runners[row](c))[c])
         if rates_before is None:
             bare_rates_block()
     bare_results = {
@@ -490,6 +491,13 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="the bare Predictor's runtime threads (default: every core)"
     )
     parser.add_argument("--server-arg", action="append", default=[], help="extra `yoloxpai serve` flag (spawned)")
+    parser.add_argument(
+        "--baseline-server-arg",
+        action="append",
+        default=None,
+        help="also spawn a baseline server with this flag (repeatable; instead of --server-arg's), measured in the "
+        "same cycle: its rows are prefixed 'base:' and compared with the server's",
+    )
     parser.add_argument("--bare-serve", action="store_true", help=argparse.SUPPRESS)  # internal: the bare process
     args = parser.parse_args(argv)
     jpeg = args.image.read_bytes() if args.image else sample_jpeg()
@@ -500,30 +508,35 @@ def main(argv: list[str] | None = None) -> int:
     bare_process = BareProcess(argv)  # loaded and warmed before the server starts, idle while it is measured
     levels = [int(c) for c in args.concurrency.split(",")]
     protocols = args.protocols.split(",")
-    spawned = None
+    spawned: list[SpawnedServer] = []
+    common = ["--bundle", str(args.bundle), "--log-level", "info", "--backend", args.backend]
     try:
         if args.url is None:
-            spawned = SpawnedServer(
-                ["--bundle", str(args.bundle), "--log-level", "info", "--backend", args.backend, *args.server_arg]
-            )
-            args.url = f"http://127.0.0.1:{spawned.http_port}"
-            args.grpc = f"127.0.0.1:{spawned.grpc_port}"
-        server_results, bare = measure_protocols(args, jpeg, levels, protocols, bare_process)
+            spawned.append(SpawnedServer([*common, *args.server_arg]))
+            args.url = f"http://127.0.0.1:{spawned[0].http_port}"
+            args.grpc = f"127.0.0.1:{spawned[0].grpc_port}"
+        servers = {"": (args.url, args.grpc)}
+        if args.baseline_server_arg is not None:
+            spawned.append(SpawnedServer([*common, *args.baseline_server_arg]))
+            servers[BASE] = (f"http://127.0.0.1:{spawned[-1].http_port}", f"127.0.0.1:{spawned[-1].grpc_port}")
+        server_results, bare = measure_protocols(args, servers, jpeg, levels, protocols, bare_process)
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             floors = runner.run(noop_round_trips(args.url, args.grpc))
     finally:
-        if spawned is not None:
-            spawned.stop()
+        for server in spawned:
+            server.stop()
         bare_process.stop()
     bare["backend"] = bare_process.backend
 
     print(f"\n{describe()}")
     print(f"server ({args.url}, image {len(jpeg)} bytes)")
-    print(f"{'protocol':>8} {'conc':>5} {'img/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    if args.baseline_server_arg is not None:
+        print(f"baseline ({BASE} rows): the same server with {' '.join(args.baseline_server_arg) or 'its defaults'}")
+    print(f"{'protocol':>13} {'conc':>5} {'img/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for protocol, per_level in server_results.items():
         for c, (rate, latencies, errors) in per_level.items():
             p50, p90, p99 = percentiles(latencies)
-            print(f"{protocol:>8} {c:>5} {rate:>8.1f} {p50:>8.2f} {p90:>8.2f} {p99:>8.2f} {errors:>6}")
+            print(f"{protocol:>13} {c:>5} {rate:>8.1f} {p50:>8.2f} {p90:>8.2f} {p99:>8.2f} {errors:>6}")
     bare_p50 = statistics.median(bare["latencies"]) * 1000.0
     best_batch, best_rate = max(bare["throughput"].items(), key=lambda kv: kv[1])
     print(
@@ -538,18 +551,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     ok = True
     for protocol, per_level in server_results.items():
+        judged = not protocol.startswith(BASE)  # the targets are the server's; baseline rows are for comparison
         high = [rate for c, (rate, _, _) in per_level.items() if c >= 16]
         if high:
             ratio = max(high) / best_rate
-            verdict = "PASS" if ratio >= 0.9 else "FAIL"
-            ok &= ratio >= 0.9
+            verdict = ("PASS" if ratio >= 0.9 else "FAIL") if judged else "(baseline)"
+            ok &= ratio >= 0.9 or not judged
             print(f"{protocol}: throughput at C>=16 = {ratio:.2f}x bare best (target >= 0.9x) {verdict}")
         if 1 in per_level:
             p50 = percentiles(per_level[1][1])[0]
             ratio = p50 / bare_p50
-            verdict = "PASS" if ratio <= 1.2 else "FAIL"
-            ok &= ratio <= 1.2
+            verdict = ("PASS" if ratio <= 1.2 else "FAIL") if judged else "(baseline)"
+            ok &= ratio <= 1.2 or not judged
             print(f"{protocol}: p50 at C=1 = {ratio:.2f}x bare single-image latency (target <= 1.2x) {verdict}")
+    for protocol, per_level in server_results.items():
+        base = server_results.get(BASE + protocol)
+        if base is None:
+            continue
+        rates = ", ".join(f"C={c} {per_level[c][0] / base[c][0]:.2f}x" for c in per_level)
+        p50s = ", ".join(
+            f"C={c} {percentiles(per_level[c][1])[0] / percentiles(base[c][1])[0]:.2f}x" for c in per_level
+        )
+        print(f"{protocol} vs {BASE}{protocol}: images/s {rates}; p50 {p50s}")
     return 0 if ok else 1
 
 

@@ -43,14 +43,19 @@ def test_load_bench_drives_a_real_server(tiny_bundle: Path) -> None:
     out = run_script(
         "bench/load.py", "--bundle", str(tiny_bundle), "--concurrency", "1,2", "--duration-s", "0.5",
         "--warmup-s", "0.2", "--protocols", "rest,grpc,oip_rest,oip_grpc", "--threads", "1",
+        "--baseline-server-arg=--batches-per-instance=1",
         ok_codes=(0, 1),  # 1: a speed target missed, which half-second runs on a busy CI machine may well do
     )  # fmt: skip
-    for protocol in ("rest", "grpc", "oip_rest", "oip_grpc"):
+    protocols = ("rest", "grpc", "oip_rest", "oip_grpc")
+    for protocol in (*protocols, *(f"base:{p}" for p in protocols)):
         for c in (1, 2):
             match = re.search(rf"^\s*{protocol}\s+{c}\s+({NUMBER})(?:\s+{NUMBER}){{3}}\s+(\d+)$", out, re.MULTILINE)
             assert match, (protocol, c, out)
             assert float(match.group(1)) > 0 and match.group(2) == "0"  # answered, no errors
         assert re.search(rf"^{protocol}: p50 at C=1 = {NUMBER}x", out, re.MULTILINE), out
+    for protocol in protocols:  # the baseline server, side by side
+        comparison = rf"^{protocol} vs base:{protocol}: images/s C=1 {NUMBER}x, C=2 {NUMBER}x; p50 C=1 {NUMBER}x"
+        assert re.search(comparison, out, re.MULTILINE), out
     assert re.search(rf"^transport floor .*: http {NUMBER} ms, grpc {NUMBER} ms$", out, re.MULTILINE), out
     # the bare Predictor, measured in the same cycle as the server: its single-image p50 and a rate per batch size
     assert re.search(rf"^bare Predictor \(onnxruntime, .*single-image p50 {NUMBER} ms$", out, re.MULTILINE), out
