@@ -125,7 +125,7 @@ class Settings(BaseSettings):
         description="batches an instance holds at once: the running one plus those queued behind it on its "
         "thread, which start the moment it ends instead of after the event loop hands the next one over "
         "(default: 2 on CPU, where that hand-off idles busy instances; 1 on an accelerator, where a batch formed "
-        "early would be smaller)",
+        "early would be smaller); a queued batch keeps its place, so an urgent request may wait behind it",
     )
     decode_threads: int = Field(2, ge=1, description="threads decoding and preprocessing images")
     decode_mode: Literal["auto", "pool", "batch"] = Field(
