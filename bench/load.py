@@ -423,9 +423,6 @@ def measure_protocols(
                 target, model, jpeg, [c], args.duration_s, args.warmup_s
             ),
         }  # fmt: skip
-    unknown = set(protocols) - {"rest", "grpc", "oip_rest", "oip_grpc"}
-    if unknown:
-        raise SystemExit(f"unknown protocol(s) {sorted(unknown)}; choose from rest, grpc, oip_rest, oip_grpc")
     rows = [
         prefix + p for prefix, (_, grpc_target) in servers.items() for p in protocols if grpc_target or "grpc" not in p
     ]
@@ -505,9 +502,12 @@ def main(argv: list[str] | None = None) -> int:
         serve_bare(args, jpeg)
         return 0
 
-    bare_process = BareProcess(argv)  # loaded and warmed before the server starts, idle while it is measured
     levels = [int(c) for c in args.concurrency.split(",")]
     protocols = args.protocols.split(",")
+    unknown = set(protocols) - {"rest", "grpc", "oip_rest", "oip_grpc"}
+    if unknown:  # before any process starts
+        raise SystemExit(f"unknown protocol(s) {sorted(unknown)}; choose from rest, grpc, oip_rest, oip_grpc")
+    bare_process = BareProcess(argv)  # loaded and warmed before the server starts, idle while it is measured
     spawned: list[SpawnedServer] = []
     common = ["--bundle", str(args.bundle), "--log-level", "info", "--backend", args.backend]
     try:

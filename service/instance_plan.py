@@ -50,6 +50,7 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
 
 def plan_instances(settings: Settings, device: str, cpus: int | None = None) -> InstancePlan:
     """Apply the defaults above to what the settings leave open (``None``)."""
+    depth = settings.batches_per_instance or (2 if device == "cpu" else 1)
     if device != "cpu" or settings.backend == "torchscript":
         return InstancePlan(
             instances=settings.instances_per_device or 1,
@@ -57,7 +58,7 @@ def plan_instances(settings: Settings, device: str, cpus: int | None = None) -> 
             spin=settings.inference_spin,
             latency_instance=False,
             latency_threads=None,
-            depth=settings.batches_per_instance or (2 if device == "cpu" else 1),
+            depth=depth,
         )
     cpus = cpus or available_cpus()
     instances = settings.instances_per_device
@@ -66,5 +67,4 @@ def plan_instances(settings: Settings, device: str, cpus: int | None = None) -> 
     threads = settings.inference_threads or max(1, cpus // instances)
     # A latency instance helps only when it can use more threads than a batch instance has.
     latency = settings.latency_instance and cpus > threads
-    depth = settings.batches_per_instance or 2
     return InstancePlan(instances, threads, settings.inference_spin, latency, cpus if latency else None, depth)

@@ -287,12 +287,9 @@ class ModelRuntime:
 
     async def execute(self, worker: Worker, items: list[QueuedItem]) -> None:
         """Run one batch on ``worker`` and resolve its futures (the batcher's ``execute``)."""
-        live = [item for item in items if not item.future.done()]  # cancelled/expired: dropped before compute
-        if not live:
-            return
         now_s = asyncio.get_running_loop().time()
         ran, prepared, output, behind_ns = await worker.run(
-            self._run_queued, worker.predictor, live, time.perf_counter_ns()
+            self._run_queued, worker.predictor, items, time.perf_counter_ns()
         )
         queue_ns = [int((now_s - item.enqueued_s) * 1e9) + behind_ns for item in ran]
         self._record_batch(queue_ns, prepared, output)
@@ -309,10 +306,11 @@ class ModelRuntime:
     ) -> tuple[list[QueuedItem], list[Prepared | ServiceError], BatchOutput, int]:
         """``decode_and_run`` for the items still wanted when the batch reaches the worker's thread.
 
-        A batch may have waited there behind the instance's running one (``Worker.depth``): a request cancelled
-        or expired meanwhile is dropped now, before compute. Reading an asyncio future's state off the loop is a
-        plain attribute read; at worst a request ending at this very moment is computed and its result dropped.
-        Returns the items that ran, their ``Prepared`` (or error), the batch output and the wait on the thread.
+        The one place where cancelled or expired requests are dropped before compute, including those that went
+        while the batch waited behind the instance's running one (``Worker.depth``). Reading an asyncio future's
+        state off the loop is a plain attribute read; at worst a request ending at this very moment is computed
+        and its result dropped. Returns the items that ran, their ``Prepared`` (or error), the batch output and
+        the wait on the thread.
         """
         behind_ns = time.perf_counter_ns() - submitted_ns
         ran = [item for item in items if not item.future.done()]

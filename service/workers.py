@@ -63,20 +63,21 @@ class WorkerPool(WorkerSource[Worker]):
 
     def _take(self, max_held: int | None) -> Worker | None:
         # The least busy worker with room (``max_held``: at most this many batches already), in turn among equals.
-        best: Worker | None = None
+        best: int | None = None
         n = len(self.workers)
-        for i in range(n):
-            worker = self.workers[(self._next + i) % n]
+        for index in ((self._next + i) % n for i in range(n)):
+            worker = self.workers[index]
             held = self._held[worker]
             if held < worker.depth and (max_held is None or held <= max_held):
-                if best is None or held < self._held[best]:
-                    best = worker
+                if best is None or held < self._held[self.workers[best]]:
+                    best = index
                 if held == 0:
                     break
-        if best is not None:
-            self._held[best] += 1
-            self._next = (self.workers.index(best) + 1) % n
-        return best
+        if best is None:
+            return None
+        self._held[self.workers[best]] += 1
+        self._next = (best + 1) % n
+        return self.workers[best]
 
     async def acquire(self) -> Worker:
         """Take the least busy worker with room for one more batch; wait while none has."""
