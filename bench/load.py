@@ -253,11 +253,11 @@ class BarePredictor:
     gives the nano 1.5x the single-image speed and 1.2x the images/s of sleeping threads).
     """
 
-    def __init__(self, bundle: Path, jpeg: bytes, backend: str, threads: int | None) -> None:
+    def __init__(self, bundle: Path, jpeg: bytes, backend: str, device: str, threads: int | None) -> None:
         from model.predictor import Predictor
 
         self.jpeg = jpeg
-        self.predictor = Predictor.from_bundle(bundle, backend=backend, threads=threads, spin=True)
+        self.predictor = Predictor.from_bundle(bundle, backend=backend, device=device, threads=threads, spin=True)
         max_batch = self.predictor.meta.max_batch
         self.batches = sorted({1, 2, 4, 8, max_batch} & set(range(1, max_batch + 1)))
         self.predictor.warmup(range(1, max_batch + 1))
@@ -291,7 +291,7 @@ class BarePredictor:
 
 def serve_bare(args: argparse.Namespace, jpeg: bytes) -> None:
     """The ``--bare-serve`` child: answers one JSON command a line on stdin with one JSON line on stdout."""
-    bare = BarePredictor(args.bundle, jpeg, args.backend, args.threads)
+    bare = BarePredictor(args.bundle, jpeg, args.backend, args.device, args.threads)
     print(json.dumps({"backend": bare.predictor.backend, "batches": bare.batches}), flush=True)
     for line in sys.stdin:
         command = json.loads(line)
@@ -484,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=5.0)
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--device", default="cpu", help="device of the bare Predictor and a spawned server (cuda:0)")
     parser.add_argument(
         "--threads", type=int, default=None, help="the bare Predictor's runtime threads (default: every core)"
     )
@@ -509,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown protocol(s) {sorted(unknown)}; choose from rest, grpc, oip_rest, oip_grpc")
     bare_process = BareProcess(argv)  # loaded and warmed before the server starts, idle while it is measured
     spawned: list[SpawnedServer] = []
-    common = ["--bundle", str(args.bundle), "--log-level", "info", "--backend", args.backend]
+    common = ["--bundle", str(args.bundle), "--log-level", "info", "--backend", args.backend, "--device", args.device]
     try:
         if args.url is None:
             spawned.append(SpawnedServer([*common, *args.server_arg]))
@@ -540,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     bare_p50 = statistics.median(bare["latencies"]) * 1000.0
     best_batch, best_rate = max(bare["throughput"].items(), key=lambda kv: kv[1])
     print(
-        f"\nbare Predictor ({bare['backend']}, spinning threads, decode + predict): single-image p50 {bare_p50:.2f} ms"
+        f"\nbare Predictor ({bare['backend']} on {args.device}, spinning threads, decode + predict): "
+        f"single-image p50 {bare_p50:.2f} ms"
     )
     print("  " + ", ".join(f"batch {b}: {r:.1f} img/s" for b, r in bare["throughput"].items()))
     print(f"  best: batch {best_batch}, {best_rate:.1f} img/s")

@@ -221,3 +221,8 @@ def write_bundle_meta(bundle_dir: Path, meta: BundleMeta) -> Path:
 def default_bundle_dir() -> Path:
     """The embedded default model shipped inside the package."""
     return Path(__file__).resolve().parent / "assets" / "default_bundle"
+
+
+def default_weights_path() -> Path:
+    """The embedded default model's trained weights (a yolox-nano on the shapes data; config and classes inside)."""
+    return Path(__file__).resolve().parent / "assets" / "default_weights.safetensors"

@@ -23,6 +23,11 @@ class TorchScriptRunner:
             if not torch.cuda.is_available():
                 raise RuntimeError(f"device {device!r} requested but CUDA is not available")
             self.stream = torch.cuda.Stream(device=device)
+            if precision == "fp32":
+                # fp32 means fp32: PyTorch lets cuDNN run fp32 convolutions in TF32 (10-bit mantissa) by default,
+                # which moved boxes 1.7 px from the CPU's on an H200. Process-wide; fp16 graphs are unaffected.
+                torch.backends.cudnn.allow_tf32 = False
+                torch.backends.cuda.matmul.allow_tf32 = False
         elif precision != "fp32":
             raise ValueError(f"TorchScript {precision} needs a CUDA device; use fp32 on CPU")
         else:

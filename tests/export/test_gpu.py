@@ -33,29 +33,28 @@ def test_engine_cache_key_changes_with_what_the_engine_depends_on() -> None:
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_torchscript_on_cuda_matches_eager(precision: str, tmp_path) -> None:
-    from model.export.bundle import eager_detections
-    from model.export.parity import compare_detections, parity_images
-    from model.predictor import Predictor
-    from tests.conftest import make_tiny_bundle
-
-    bundle = make_tiny_bundle(tmp_path / "b", formats=("torchscript",))
-    if precision == "fp16":
-        import json
-
-        meta = json.loads((bundle / "meta.json").read_text())
-        meta["models"]["torchscript"]["precision"] = "fp16"
-        (bundle / "meta.json").write_text(json.dumps(meta))
+    """The trained default model (confident, separated detections; a random model's near-tied candidates let
+    fp16 rounding pick another box in NMS): fp32 within the fp32 tolerances, fp16 within 1 px and 0.02."""
+    from model.artifacts import default_weights_path
     from model.checkpoint import load_model
+    from model.export.bundle import ExportOptions, eager_detections, export_bundle
+    from model.export.parity import CUDA_FP32_SCORE_TOL, compare_detections, parity_images
+    from model.predictor import Predictor
 
-    eager, _ = load_model(tmp_path / "b.safetensors")
-    predictor = Predictor.from_bundle(bundle, backend="torchscript", device="cuda:0")
+    options = ExportOptions(formats=("torchscript",), precision=precision, max_batch=4, input_hw=(320, 320))
+    export_bundle(default_weights_path(), tmp_path / "b", options)
+    eager, _ = load_model(default_weights_path())
+    predictor = Predictor.from_bundle(tmp_path / "b", backend="torchscript", device="cuda:0")
     assert predictor.precision == precision
     images = parity_images()
-    report = compare_detections(eager_detections(eager, predictor.meta, images), predictor.predict(images))
+    reference = eager_detections(eager, predictor.meta, images)
+    assert sum(len(d) for d in reference) >= 10, "parity needs detections to compare"
+    report = compare_detections(reference, predictor.predict(images))
     if precision == "fp32":
-        assert report.ok(), report
-    else:
-        assert report.count_mismatches <= 1 and report.max_box_diff_px <= 2.0, report
+        assert report.ok(score_tol=CUDA_FP32_SCORE_TOL), report
+    else:  # a detection at the score threshold may flip
+        assert report.count_mismatches <= 1 and report.class_mismatches <= 1, report
+        assert report.max_box_diff_px <= 1.0 and report.max_score_diff <= 0.02, report
 
 
 @pytest.mark.gpu
