@@ -11,6 +11,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from fastapi import Request
+from starlette.types import Receive
 
 from service.errors import PayloadTooLarge, Unauthenticated
 
@@ -48,18 +49,19 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _wait_disconnect(request: Request) -> None:
+async def _wait_disconnect(receive: Receive) -> None:
     # After the body is consumed, the next ASGI message can only be the client's disconnect.
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             return
 
 
-async def run_until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it if the client disconnects first (its queued images are then dropped)."""
+async def run_until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (its queued images are then dropped).
+    ``receive`` is the request's ASGI receive channel, its body already read."""
     work_task = asyncio.ensure_future(work)
-    watch_task = asyncio.ensure_future(_wait_disconnect(request))
+    watch_task = asyncio.ensure_future(_wait_disconnect(receive))
     try:
         await asyncio.wait({work_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -61,15 +61,29 @@ _DETECT_BODY = {
 }
 
 
-def error_response(error: ServiceError, settings: Settings) -> JSONResponse:
-    """The one place a domain error becomes an HTTP response."""
+def error_parts(error: ServiceError, settings: Settings) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The one place a domain error becomes an HTTP status, body and headers."""
     headers = {}
     if isinstance(error, errors.RETRYABLE):
         headers["Retry-After"] = str(settings.retry_after_s)
     if isinstance(error, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
-    body = {"error": {"code": error.code, "message": error.message}}
-    return JSONResponse(body, status_code=errors.http_status(error), headers=headers)
+    return errors.http_status(error), {"error": {"code": error.code, "message": error.message}}, headers
+
+
+def error_response(error: ServiceError, settings: Settings) -> JSONResponse:
+    """A domain error as a FastAPI response."""
+    status, body, headers = error_parts(error, settings)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def model_label(engine: Engine, name: str | None) -> str:
+    """The ``model`` metric label of a request: only served names become label values (a 404 for a made-up name
+    must not grow the series set); no name = the default model."""
+    names = [info.name for info in engine.models()]
+    if name is None:
+        return names[0] if names else ""
+    return name if name in names else ""
 
 
 def _b64_image(value: str, index: int) -> EncodedImage:
@@ -203,13 +217,6 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
         docs_url="/docs",
     )
 
-    def model_label(name: str | None) -> str:
-        # Only served names become label values: a 404 for a made-up name must not grow the series set.
-        names = [info.name for info in engine.models()]
-        if name is None:
-            return names[0] if names else ""
-        return name if name in names else ""
-
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return error_response(exc, settings)
@@ -218,7 +225,9 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Query options of a detect route failed FastAPI's type checks: still one request, still counted.
         if request.url.path.endswith("/detect"):
-            engine.observe_request(PROTOCOL, model_label(request.path_params.get("name")), InvalidOption.code, 0.0)
+            engine.observe_request(
+                PROTOCOL, model_label(engine, request.path_params.get("name")), InvalidOption.code, 0.0
+            )
         return error_response(InvalidOption(_validation_message(exc)), settings)
 
     @app.exception_handler(StarletteHTTPException)
@@ -247,7 +256,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
             images, options = await parse_detect_body(request, body, query_options, settings)
             timeout_s = None if timeout_ms is None else timeout_ms / 1000.0
             results = await run_until_disconnect(
-                request, engine.detect_many(images, model=name, options=options, timeout_s=timeout_s)
+                request.receive, engine.detect_many(images, model=name, options=options, timeout_s=timeout_s)
             )
             return JSONResponse(encode_results(results, (time.perf_counter() - start) * 1000.0))
         except ServiceError as exc:
@@ -257,7 +266,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
             code = "cancelled"
             return Response(status_code=499)  # nobody reads it; nginx's "client closed request"
         finally:
-            engine.observe_request(PROTOCOL, model_label(name), code, time.perf_counter() - start)
+            engine.observe_request(PROTOCOL, model_label(engine, name), code, time.perf_counter() - start)
 
     detect_doc = {"response_model": DetectResponse, "responses": _ERROR_RESPONSES, "openapi_extra": _DETECT_BODY}
 

@@ -136,7 +136,7 @@ def create_router(engine: Engine, settings: Settings) -> APIRouter:
             rid = request_id(header)
             decoded, binary_outputs = decode_request(header, binary, model, version)
             work = infer(engine, decoded, max_images=settings.max_images_per_request)
-            result = await run_until_disconnect(request, work)
+            result = await run_until_disconnect(request.receive, work)
             content, headers = encode_response(result, binary_outputs)
             return Response(content, headers=headers)
         except ServiceError as exc:

@@ -52,13 +52,18 @@ def test_load_bench_drives_a_real_server(tiny_bundle: Path) -> None:
             match = re.search(rf"^\s*{protocol}\s+{c}\s+({NUMBER})(?:\s+{NUMBER}){{3}}\s+(\d+)$", out, re.MULTILINE)
             assert match, (protocol, c, out)
             assert float(match.group(1)) > 0 and match.group(2) == "0"  # answered, no errors
-        assert re.search(rf"^{protocol}: p50 at C=1 = {NUMBER}x", out, re.MULTILINE), out
+        assert re.search(rf"^{protocol}: p50 at C=1 = {NUMBER}x .*blocks interleaved", out, re.MULTILINE), out
     for protocol in protocols:  # the baseline server, side by side
         comparison = rf"^{protocol} vs base:{protocol}: images/s C=1 {NUMBER}x, C=2 {NUMBER}x; p50 C=1 {NUMBER}x"
         assert re.search(comparison, out, re.MULTILINE), out
     assert re.search(rf"^transport floor .*: http {NUMBER} ms, grpc {NUMBER} ms$", out, re.MULTILINE), out
-    # the bare Predictor, measured in the same cycle as the server: its single-image p50 and a rate per batch size
-    assert re.search(rf"^bare Predictor \(onnxruntime, .*single-image p50 {NUMBER} ms$", out, re.MULTILINE), out
+    # the bare Predictor, in the same cycle as the server: a single-image p50 beside each row's C = 1 blocks and a
+    # rate per batch size
+    assert re.search(r"^bare Predictor \(onnxruntime on cpu, ", out, re.MULTILINE), out
+    singles = re.search(r"^  single-image p50: (.*)$", out, re.MULTILINE)
+    assert singles, out
+    for protocol in (*protocols, *(f"base:{p}" for p in protocols)):
+        assert re.search(rf"{NUMBER} ms \(beside {protocol}\)", singles.group(1)), (protocol, out)
     assert re.search(rf"^  batch 1: {NUMBER} img/s(, batch \d+: {NUMBER} img/s)+$", out, re.MULTILINE), out
 
 
