@@ -21,10 +21,11 @@ process, in the same cycle: at C = 1 its single-image calls alternate with each 
 the same fraction of a second; its blocks at batch sizes 1..max run just before the first C >= 16, each round.
 Then the server/bare ratios are printed against the targets: at C >= 16 the server delivers >= 0.9x the bare
 Predictor's best images/s; at C = 1 its p50 is <= 1.2x the bare single-image p50 measured beside it. Client and
-server share the machine's cores, as they do in the numbers reported. The spawned server runs with its defaults (``--server-arg`` adds flags); the
-bare Predictor with its strongest settings (every core, spinning threads). ``--baseline-server-arg`` spawns a second
-server with other flags, measured in the same cycle (rows ``base:...``), and prints the server/baseline ratios:
-a change of setting judged side by side, not against a number from another run.
+server share the machine's cores, as they do in the numbers reported. The spawned server runs with its defaults
+(``--server-arg`` adds flags); the bare Predictor with its strongest settings (every core, spinning threads).
+``--baseline-server-arg`` spawns a second server with other flags, measured in the same cycle (rows ``base:...``),
+and prints the server/baseline ratios: a change of setting judged side by side, not against a number from another
+run.
 """
 
 from __future__ import annotations
