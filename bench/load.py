@@ -225,31 +225,21 @@ def oip_rest_body(jpeg: bytes) -> tuple[bytes, dict[str, str]]:
     return head + tensor, headers
 
 
-async def run_oip_grpc(
-    target: str,
-    model: str,
-    jpeg: bytes,
-    levels: list[int],
-    duration_s: float,
-    warmup_s: float,
-    interleave: Interleave | None = None,
+async def run_grpc_calls(
+    target: str, call, levels: list[int], duration_s: float, warmup_s: float, interleave: Interleave | None
 ) -> dict:
+    """Closed-loop unary calls: ``call(channel)`` gives the function to repeat (it returns the call's awaitable)."""
     import grpc
 
-    from service.pb.inference import grpc_service_pb2 as pb
-    from service.pb.inference import grpc_service_pb2_grpc as pb_grpc
-
-    request = pb.ModelInferRequest(model_name=model, raw_input_contents=[struct.pack("<I", len(jpeg)) + jpeg])
-    request.inputs.add(name="IMAGE", datatype="BYTES", shape=[1])
     results = {}
     limit = 64 * 1024 * 1024
     options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
     async with grpc.aio.insecure_channel(target, options=options) as channel:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        invoke = call(channel)
 
         async def send() -> bool:
             try:
-                await stub.ModelInfer(request, timeout=60)
+                await invoke()
                 return True
             except grpc.RpcError:
                 return False
@@ -257,6 +247,35 @@ async def run_oip_grpc(
         for c in levels:
             results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave if c == 1 else None)
     return results
+
+
+def oip_grpc_call(model: str, jpeg: bytes):
+    """``ModelInfer`` with the JPEG as one BYTES element in ``raw_input_contents``."""
+    from service.pb.inference import grpc_service_pb2 as pb
+    from service.pb.inference import grpc_service_pb2_grpc as pb_grpc
+
+    request = pb.ModelInferRequest(model_name=model, raw_input_contents=[struct.pack("<I", len(jpeg)) + jpeg])
+    request.inputs.add(name="IMAGE", datatype="BYTES", shape=[1])
+
+    def bind(channel):
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        return lambda: stub.ModelInfer(request, timeout=60)
+
+    return bind
+
+
+def detect_grpc_call(jpeg: bytes):
+    """``yoloxpai.v1.Detector/Detect`` with the encoded JPEG."""
+    from service.pb.yoloxpai.v1 import detection_pb2 as pb
+    from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
+
+    request = pb.DetectRequest(image=pb.Image(encoded=jpeg))
+
+    def bind(channel):
+        stub = pb_grpc.DetectorStub(channel)
+        return lambda: stub.Detect(request, timeout=60)
+
+    return bind
 
 
 def default_model(url: str) -> str:
@@ -264,36 +283,6 @@ def default_model(url: str) -> str:
     import httpx
 
     return httpx.get(f"{url}/v1/models", timeout=30).json()["models"][0]["name"]
-
-
-async def run_grpc(
-    target: str,
-    jpeg: bytes,
-    levels: list[int],
-    duration_s: float,
-    warmup_s: float,
-    interleave: Interleave | None = None,
-) -> dict:
-    import grpc
-
-    from service.pb.yoloxpai.v1 import detection_pb2 as pb
-    from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
-
-    request = pb.DetectRequest(image=pb.Image(encoded=jpeg))
-    results = {}
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.DetectorStub(channel)
-
-        async def send() -> bool:
-            try:
-                await stub.Detect(request, timeout=60)
-                return True
-            except grpc.RpcError:
-                return False
-
-        for c in levels:
-            results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave if c == 1 else None)
-    return results
 
 
 class BarePredictor:
@@ -467,15 +456,15 @@ def measure_protocols(
                 url, "/v1/detect", jpeg, {"Content-Type": "image/jpeg"}, [c], args.duration_s, args.warmup_s,
                 args.http_client, i,
             ),
-            f"{prefix}grpc": lambda c, i, target=grpc_target: run_grpc(
-                target, jpeg, [c], args.duration_s, args.warmup_s, i
+            f"{prefix}grpc": lambda c, i, target=grpc_target: run_grpc_calls(
+                target, detect_grpc_call(jpeg), [c], args.duration_s, args.warmup_s, i
             ),
             f"{prefix}oip_rest": lambda c, i, url=url, model=model: run_http(
                 url, f"/v2/models/{model}/infer", oip_body, oip_headers, [c], args.duration_s, args.warmup_s,
                 args.http_client, i,
             ),
-            f"{prefix}oip_grpc": lambda c, i, target=grpc_target, model=model: run_oip_grpc(
-                target, model, jpeg, [c], args.duration_s, args.warmup_s, i
+            f"{prefix}oip_grpc": lambda c, i, target=grpc_target, model=model: run_grpc_calls(
+                target, oip_grpc_call(model, jpeg), [c], args.duration_s, args.warmup_s, i
             ),
         }  # fmt: skip
     samples: dict[str, dict[int, list[tuple[float, list[float], int]]]] = {row: {c: [] for c in levels} for row in rows}
