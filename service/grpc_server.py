@@ -147,6 +147,9 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         except asyncio.CancelledError:
             code = "cancelled"
             raise
+        except Exception:  # a bug: grpc.aio answers UNKNOWN; count it as an error, not as "ok"
+            code = ServiceError.code
+            raise
         finally:
             self._engine.observe_request(PROTOCOL, self._label(request.model), code, time.perf_counter() - start)
 
@@ -167,6 +170,9 @@ class DetectorServicer(pb_grpc.DetectorServicer):
             return pb.DetectResponse(model=request.model, frame_id=request.frame_id, status=error_status(exc))
         except asyncio.CancelledError:
             code = "cancelled"
+            raise
+        except Exception:  # a bug: grpc.aio answers UNKNOWN; count it as an error, not as "ok"
+            code = ServiceError.code
             raise
         finally:
             self._engine.observe_request(PROTOCOL, self._label(request.model), code, time.perf_counter() - start)

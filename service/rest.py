@@ -265,6 +265,9 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
         except (ClientDisconnected, ClientDisconnect):  # gone while waiting, or while still sending the body
             code = "cancelled"
             return Response(status_code=499)  # nobody reads it; nginx's "client closed request"
+        except Exception:  # a bug: the framework answers 500; count it as one, not as "ok"
+            code = ServiceError.code
+            raise
         finally:
             engine.observe_request(PROTOCOL, model_label(engine, name), code, time.perf_counter() - start)
 

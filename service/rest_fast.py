@@ -123,6 +123,9 @@ class DetectFastPath:
         except (ClientDisconnected, ClientDisconnect):  # gone while waiting, or while still sending the body
             code = "cancelled"
             await self._respond(send, 499, None)  # nobody reads it; nginx's "client closed request"
+        except Exception:  # a bug: uvicorn answers 500; count it as one, not as "ok"
+            code = ServiceError.code
+            raise
         finally:
             engine.observe_request(PROTOCOL, model_label(engine, name), code, time.perf_counter() - start)
 

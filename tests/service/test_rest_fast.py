@@ -112,3 +112,23 @@ def test_fast_path_requests_are_counted(client, jpeg):
     assert metric(after, "yoloxpai_requests_total", **ok) == metric(before, "yoloxpai_requests_total", **ok) + 2
     bad = dict(protocol="rest", model="tiny", code="invalid_image")
     assert metric(after, "yoloxpai_requests_total", **bad) == metric(before, "yoloxpai_requests_total", **bad) + 1
+
+
+def test_a_bug_is_a_500_and_counted_as_one(tiny_bundle, jpeg):
+    with ServerThread(server_settings(tiny_bundle)) as running:
+        before = httpx.get(running.http_url + "/metrics").text
+
+        async def broken(*args, **kwargs):
+            raise RuntimeError("planted bug")
+
+        running.engine.detect_many = broken  # both paths call it
+        for path in ("/v1/detect", "/v1/detect?max_detections=3&max_detections=3"):
+            assert httpx.post(running.http_url + path, content=jpeg, headers=JPEG).status_code == 500
+        after = httpx.get(running.http_url + "/metrics").text
+        labels = dict(protocol="rest", model="tiny", code="internal")
+        assert (
+            metric(after, "yoloxpai_requests_total", **labels)
+            == metric(before, "yoloxpai_requests_total", **labels) + 2
+        )
+        assert any("planted bug" in record for record in running.error_log.records)  # logged, as a bug must be
+        running.error_log.records.clear()
