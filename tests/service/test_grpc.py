@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from service.pb.yoloxpai.v1 import detection_pb2 as pb
 from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
 from tests.service.conftest import encode, sample_image
-from tests.service.test_rest import PNG_BOMB
+from tests.service.test_rest import PNG_BOMB, metric
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +200,20 @@ def test_grpc_metrics_are_labelled(server, stub, jpeg):
     sample = 'yoloxpai_requests_total{code="ok",model="tiny",protocol="grpc"} '
     assert sample in text
     assert np.isfinite(float(text.split(sample)[1].split()[0]))
+
+
+def test_a_bug_is_unknown_and_counted_as_an_error(server, stub, jpeg, monkeypatch):
+    before = httpx.get(server.http_url + "/metrics").text
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setattr(server.engine, "detect", broken)
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.Detect(encoded(jpeg), timeout=30)
+    assert failure.value.code() == grpc.StatusCode.UNKNOWN
+    after = httpx.get(server.http_url + "/metrics").text
+    labels = dict(protocol="grpc", model="tiny", code="internal")
+    assert metric(after, "yoloxpai_requests_total", **labels) == metric(before, "yoloxpai_requests_total", **labels) + 1
+    assert any("planted bug" in record for record in server.error_log.records)  # logged, as a bug must be
+    server.error_log.records.clear()

@@ -114,21 +114,19 @@ def test_fast_path_requests_are_counted(client, jpeg):
     assert metric(after, "yoloxpai_requests_total", **bad) == metric(before, "yoloxpai_requests_total", **bad) + 1
 
 
-def test_a_bug_is_a_500_and_counted_as_one(tiny_bundle, jpeg):
-    with ServerThread(server_settings(tiny_bundle)) as running:
-        before = httpx.get(running.http_url + "/metrics").text
+def test_a_bug_is_a_500_and_counted_as_one(keyed_server, client, jpeg, monkeypatch):
+    before = client.get("/metrics").text
 
-        async def broken(*args, **kwargs):
-            raise RuntimeError("planted bug")
+    async def broken(*args, **kwargs):
+        raise RuntimeError("planted bug")
 
-        running.engine.detect_many = broken  # both paths call it
-        for path in ("/v1/detect", "/v1/detect?max_detections=3&max_detections=3"):
-            assert httpx.post(running.http_url + path, content=jpeg, headers=JPEG).status_code == 500
-        after = httpx.get(running.http_url + "/metrics").text
-        labels = dict(protocol="rest", model="tiny", code="internal")
-        assert (
-            metric(after, "yoloxpai_requests_total", **labels)
-            == metric(before, "yoloxpai_requests_total", **labels) + 2
-        )
-        assert any("planted bug" in record for record in running.error_log.records)  # logged, as a bug must be
-        running.error_log.records.clear()
+    monkeypatch.setattr(keyed_server.engine, "detect_many", broken)  # both paths call it
+    for path in ("/v1/detect", "/v1/detect?max_detections=3&max_detections=3"):
+        # a new connection each: after a 500 raised under it, uvicorn closes the connection
+        response = httpx.post(keyed_server.http_url + path, content=jpeg, headers={**JPEG, **client.headers})
+        assert response.status_code == 500
+    after = client.get("/metrics").text
+    labels = dict(protocol="rest", model="tiny", code="internal")
+    assert metric(after, "yoloxpai_requests_total", **labels) == metric(before, "yoloxpai_requests_total", **labels) + 2
+    assert any("planted bug" in record for record in keyed_server.error_log.records)  # logged, as a bug must be
+    keyed_server.error_log.records.clear()
