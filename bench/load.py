@@ -371,13 +371,13 @@ class BareProcess:
 
 
 class SpawnedServer:
-    """``yoloxpai serve`` on free ports for the duration of the benchmark."""
+    """``yoloxpai serve`` on free ports for the duration of the benchmark (at log level info, whatever ``args``
+    say: its ports and readiness are read from the log)."""
 
     def __init__(self, args: list[str]) -> None:
         cmd = [sys.executable, "-m", "yoloxpai.cli", "serve", "--host", "127.0.0.1", "--http-port", "0"]
-        self.proc = subprocess.Popen(
-            [*cmd, "--grpc-port", "0", *args], cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-        )
+        cmd += ["--grpc-port", "0", *args, "--log-level", "info"]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         self.http_port = self.grpc_port = 0
         ready = threading.Event()
 
@@ -393,12 +393,17 @@ class SpawnedServer:
             ready.set()
 
         threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(300) or self.proc.poll() is not None:
+        if not ready.wait(300) or self.proc.poll() is not None or not self.http_port:
+            self.stop()  # never leave it running behind the benchmark
             raise SystemExit("the server did not start")
 
     def stop(self) -> None:
         self.proc.terminate()
-        self.proc.wait(60)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 async def noop_round_trips(url: str, grpc_target: str | None, calls: int = 500) -> dict[str, float]:
@@ -553,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown protocol(s) {sorted(unknown)}; choose from rest, grpc, oip_rest, oip_grpc")
     bare_process = BareProcess(argv)  # loaded and warmed before the server starts, idle while it is measured
     spawned: list[SpawnedServer] = []
-    common = ["--bundle", str(args.bundle), "--log-level", "info", "--backend", args.backend, "--device", args.device]
+    common = ["--bundle", str(args.bundle), "--backend", args.backend, "--device", args.device]
     try:
         if args.url is None:
             spawned.append(SpawnedServer([*common, *args.server_arg]))
