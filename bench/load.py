@@ -6,11 +6,12 @@ Predictor, in one run.
     python bench/load.py --bundle DIR --protocols rest,oip_rest,grpc,oip_grpc   # OIP beside /v1 and yoloxpai.v1
     python bench/load.py --bundle DIR --baseline-server-arg=--batches-per-instance=1   # a setting, A/B in one run
 
-Protocols: ``rest`` (``POST /v1/detect``, raw JPEG body), ``grpc`` (``yoloxpai.v1.Detector/Detect``), ``oip_rest``
-(``POST /v2/models/{m}/infer`` with the binary tensor extension in and out, built by hand over httpx) and
-``oip_grpc`` (``inference.GRPCInferenceService/ModelInfer`` with raw contents, over grpc.aio with our generated
-stubs). All four use the same client libraries and one image per request, so their numbers compare the protocols,
-not the clients (tritonclient's HTTP client is gevent-based and would not share the asyncio loop).
+Protocols: ``rest`` (``POST /v1/detect``, raw JPEG body), ``grpc`` (``yoloxpai.v1.Detector/Detect``),
+``grpc_stream`` (``Detector/DetectStream``: each client keeps one stream open with one frame in flight, as a video
+client), ``oip_rest`` (``POST /v2/models/{m}/infer`` with the binary tensor extension in and out, built by hand
+over httpx) and ``oip_grpc`` (``inference.GRPCInferenceService/ModelInfer`` with raw contents, over grpc.aio with
+our generated stubs). All use the same client libraries and one image per request, so their numbers compare the
+protocols, not the clients (tritonclient's HTTP client is gevent-based and would not share the asyncio loop).
 
 For each protocol and concurrency C (default 1, 2, 4, 8, 16, 32, 64), C clients each send one image, wait for the
 answer, and send again, for ``--duration-s``; prints images/s and p50/p90/p99 latency. Protocols are interleaved
@@ -47,6 +48,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+PROTOCOLS = ("rest", "grpc", "grpc_stream", "oip_rest", "oip_grpc")
 REPO = Path(__file__).resolve().parents[1]
 BASE = "base:"  # row prefix of the --baseline-server-arg server
 sys.path.insert(0, str(REPO))
@@ -246,6 +248,43 @@ async def run_grpc_calls(
 
         for c in levels:
             results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave if c == 1 else None)
+    return results
+
+
+async def run_grpc_stream(
+    target: str, jpeg: bytes, levels: list[int], duration_s: float, warmup_s: float, interleave: Interleave | None
+) -> dict:
+    """Closed-loop frames over ``DetectStream``: each client keeps one bidirectional stream open and sends its next
+    frame when the last one's response arrives (a video client with one frame in flight)."""
+    import grpc
+
+    from service.pb.yoloxpai.v1 import detection_pb2 as pb
+    from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
+
+    request = pb.DetectRequest(image=pb.Image(encoded=jpeg))
+    results = {}
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.DetectorStub(channel)
+        for c in levels:
+            free = [stub.DetectStream() for _ in range(c)]
+            streams = list(free)
+
+            async def send(free: list = free) -> bool:
+                stream = free.pop()  # one frame in flight per stream
+                try:
+                    await stream.write(request)
+                    response = await stream.read()
+                    return response is not grpc.aio.EOF and response.status.code == 0
+                except grpc.RpcError:
+                    return False
+                finally:
+                    free.append(stream)
+
+            results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave if c == 1 else None)
+            for stream in streams:
+                await stream.done_writing()
+                while await stream.read() is not grpc.aio.EOF:  # nothing is in flight: the server ends it
+                    pass
     return results
 
 
@@ -464,6 +503,9 @@ def measure_protocols(
             f"{prefix}grpc": lambda c, i, target=grpc_target: run_grpc_calls(
                 target, detect_grpc_call(jpeg), [c], args.duration_s, args.warmup_s, i
             ),
+            f"{prefix}grpc_stream": lambda c, i, target=grpc_target: run_grpc_stream(
+                target, jpeg, [c], args.duration_s, args.warmup_s, i
+            ),
             f"{prefix}oip_rest": lambda c, i, url=url, model=model: run_http(
                 url, f"/v2/models/{model}/infer", oip_body, oip_headers, [c], args.duration_s, args.warmup_s,
                 args.http_client, i,
@@ -517,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc", help="gRPC target of a running server")
     parser.add_argument("--image", type=Path, help="JPEG to send (default: a synthetic 640x480 JPEG)")
     parser.add_argument("--concurrency", default="1,2,4,8,16,32,64")
-    parser.add_argument("--protocols", default="rest,grpc", help="comma-separated: rest, grpc, oip_rest, oip_grpc")
+    parser.add_argument("--protocols", default="rest,grpc", help=f"comma-separated: {', '.join(PROTOCOLS)}")
     parser.add_argument(
         "--http-client", choices=("raw", "httpx"), default="raw", help="REST load generator (raw: minimal HTTP/1.1)"
     )
@@ -553,9 +595,9 @@ def main(argv: list[str] | None = None) -> int:
 
     levels = [int(c) for c in args.concurrency.split(",")]
     protocols = args.protocols.split(",")
-    unknown = set(protocols) - {"rest", "grpc", "oip_rest", "oip_grpc"}
+    unknown = set(protocols) - set(PROTOCOLS)
     if unknown:  # before any process starts
-        raise SystemExit(f"unknown protocol(s) {sorted(unknown)}; choose from rest, grpc, oip_rest, oip_grpc")
+        raise SystemExit(f"unknown protocol(s) {sorted(unknown)}; choose from {', '.join(PROTOCOLS)}")
     bare_process = BareProcess(argv)  # loaded and warmed before the server starts, idle while it is measured
     spawned: list[SpawnedServer] = []
     common = ["--bundle", str(args.bundle), "--backend", args.backend, "--device", args.device]

@@ -42,11 +42,11 @@ def test_model_latency_bench_prints_train_and_deploy_forms() -> None:
 def test_load_bench_drives_a_real_server(tiny_bundle: Path) -> None:
     out = run_script(
         "bench/load.py", "--bundle", str(tiny_bundle), "--concurrency", "1,2", "--duration-s", "0.5",
-        "--warmup-s", "0.2", "--protocols", "rest,grpc,oip_rest,oip_grpc", "--threads", "1",
+        "--warmup-s", "0.2", "--protocols", "rest,grpc,grpc_stream,oip_rest,oip_grpc", "--threads", "1",
         "--baseline-server-arg=--batches-per-instance=1",
         ok_codes=(0, 1),  # 1: a speed target missed, which half-second runs on a busy CI machine may well do
     )  # fmt: skip
-    protocols = ("rest", "grpc", "oip_rest", "oip_grpc")
+    protocols = ("rest", "grpc", "grpc_stream", "oip_rest", "oip_grpc")
     for protocol in (*protocols, *(f"base:{p}" for p in protocols)):
         for c in (1, 2):
             match = re.search(rf"^\s*{protocol}\s+{c}\s+({NUMBER})(?:\s+{NUMBER}){{3}}\s+(\d+)$", out, re.MULTILINE)
