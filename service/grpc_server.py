@@ -27,6 +27,7 @@ from service.engine import DetectOptions, DetectResult, Engine
 from service.errors import InvalidImage, ServiceError, Unauthenticated
 from service.imaging import EncodedImage, ImageInput, RawImage
 from service.oip import grpc_service as oip_grpc
+from service.oip.serving import served_label
 from service.pb.yoloxpai.v1 import detection_pb2 as pb
 from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
 from service.settings import Settings
@@ -113,12 +114,6 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         if not any([hmac.compare_digest(token.strip().encode(), key) for key in self._keys]):
             raise Unauthenticated("invalid API key")
 
-    def _label(self, name: str) -> str:
-        names = [info.name for info in self._engine.models()]
-        if not name:
-            return names[0] if names else ""
-        return name if name in names else ""
-
     async def _abort(self, context: grpc.aio.ServicerContext, error: ServiceError) -> None:
         trailing = (("retry-after", str(self._settings.retry_after_s)),) if isinstance(error, errors.RETRYABLE) else ()
         await context.abort(errors.grpc_code(error), error.message, trailing_metadata=trailing)
@@ -151,7 +146,8 @@ class DetectorServicer(pb_grpc.DetectorServicer):
             code = ServiceError.code
             raise
         finally:
-            self._engine.observe_request(PROTOCOL, self._label(request.model), code, time.perf_counter() - start)
+            label = served_label(self._engine, request.model)
+            self._engine.observe_request(PROTOCOL, label, code, time.perf_counter() - start)
 
     async def _frame(self, request: pb.DetectRequest, context: grpc.aio.ServicerContext) -> pb.DetectResponse:
         # One stream frame; never raises a domain error (it is answered in band).
@@ -175,7 +171,8 @@ class DetectorServicer(pb_grpc.DetectorServicer):
             code = ServiceError.code
             raise
         finally:
-            self._engine.observe_request(PROTOCOL, self._label(request.model), code, time.perf_counter() - start)
+            label = served_label(self._engine, request.model)
+            self._engine.observe_request(PROTOCOL, label, code, time.perf_counter() - start)
 
     async def DetectStream(
         self, request_iterator: AsyncIterator[pb.DetectRequest], context: grpc.aio.ServicerContext

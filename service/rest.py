@@ -33,6 +33,7 @@ from service.http_io import ClientDisconnected, check_api_key, read_body, run_un
 from service.imaging import EncodedImage, check_media_type
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.oip.rest import create_router
+from service.oip.serving import served_label
 from service.schemas import DetectJSONRequest, DetectResponse, ErrorResponse, ModelList
 from service.settings import Settings
 
@@ -75,15 +76,6 @@ def error_response(error: ServiceError, settings: Settings) -> JSONResponse:
     """A domain error as a FastAPI response."""
     status, body, headers = error_parts(error, settings)
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-def model_label(engine: Engine, name: str | None) -> str:
-    """The ``model`` metric label of a request: only served names become label values (a 404 for a made-up name
-    must not grow the series set); no name = the default model."""
-    names = [info.name for info in engine.models()]
-    if name is None:
-        return names[0] if names else ""
-    return name if name in names else ""
 
 
 def _b64_image(value: str, index: int) -> EncodedImage:
@@ -226,7 +218,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
         # Query options of a detect route failed FastAPI's type checks: still one request, still counted.
         if request.url.path.endswith("/detect"):
             engine.observe_request(
-                PROTOCOL, model_label(engine, request.path_params.get("name")), InvalidOption.code, 0.0
+                PROTOCOL, served_label(engine, request.path_params.get("name")), InvalidOption.code, 0.0
             )
         return error_response(InvalidOption(_validation_message(exc)), settings)
 
@@ -269,7 +261,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
             code = ServiceError.code
             raise
         finally:
-            engine.observe_request(PROTOCOL, model_label(engine, name), code, time.perf_counter() - start)
+            engine.observe_request(PROTOCOL, served_label(engine, name), code, time.perf_counter() - start)
 
     detect_doc = {"response_model": DetectResponse, "responses": _ERROR_RESPONSES, "openapi_extra": _DETECT_BODY}
 

@@ -27,7 +27,8 @@ from service.engine import DetectOptions, Engine
 from service.errors import InvalidImage, PayloadTooLarge, ServiceError
 from service.http_io import ClientDisconnected, check_api_key, run_until_disconnect
 from service.imaging import IMAGE_MEDIA_TYPES, SNIFFED_MEDIA_TYPES, EncodedImage
-from service.rest import PROTOCOL, encode_results, error_parts, model_label
+from service.oip.serving import served_label
+from service.rest import PROTOCOL, encode_results, error_parts
 from service.settings import Settings
 
 _NAMED = re.compile(r"/v1/models/([^/]+)/detect")
@@ -127,7 +128,7 @@ class DetectFastPath:
             code = ServiceError.code
             raise
         finally:
-            engine.observe_request(PROTOCOL, model_label(engine, name), code, time.perf_counter() - start)
+            engine.observe_request(PROTOCOL, served_label(engine, name), code, time.perf_counter() - start)
 
     async def _read_body(self, declared: bytes | None, receive: Receive) -> bytes:
         """As ``service.http_io.read_body``: refuse more than ``max_request_bytes``, declared or streamed."""

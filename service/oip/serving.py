@@ -30,7 +30,7 @@ def resolve_model(engine: Engine, name: str, version: str = "") -> ModelInfo:
     return info
 
 
-def served_label(engine: Engine, name: str) -> str:
+def served_label(engine: Engine, name: str | None) -> str:
     """``name`` as a metric label: the default model for an empty name, "" for an unknown one (bounded series)."""
     names = [info.name for info in engine.models()]
     if not name:
