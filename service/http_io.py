@@ -10,7 +10,7 @@ import hmac
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from fastapi import Request
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
 from service.errors import PayloadTooLarge, Unauthenticated
@@ -35,18 +35,23 @@ def check_api_key(authorization: str | None, api_keys: list[str]) -> None:
         raise Unauthenticated("invalid API key")
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The whole body, refusing more than ``max_bytes`` (by ``Content-Length`` first, then while streaming)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes")
+async def read_body(receive: Receive, content_length: str | None, max_bytes: int) -> bytes:
+    """The whole body from the request's ASGI ``receive``, refusing more than ``max_bytes`` (by the declared
+    ``Content-Length`` first, then while streaming); a client gone mid-body raises Starlette's ``ClientDisconnect``."""
+    if content_length is not None and content_length.isdigit() and int(content_length) > max_bytes:
+        raise PayloadTooLarge(f"request body of {content_length} bytes exceeds the limit of {max_bytes} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
             raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -242,7 +242,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
             check_api_key(request.headers.get("authorization"), settings.api_keys)
             if name is not None:
                 engine.model_info(name)  # 404 before reading a large body
-            body = await read_body(request, settings.max_request_bytes)
+            body = await read_body(request.receive, request.headers.get("content-length"), settings.max_request_bytes)
             classes_opt = tuple(c.strip() for raw in classes for c in raw.split(",") if c.strip()) if classes else None
             query_options = DetectOptions(score_threshold, max_detections, classes_opt)
             images, options = await parse_detect_body(request, body, query_options, settings)

@@ -24,8 +24,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.engine import DetectOptions, Engine
-from service.errors import InvalidImage, PayloadTooLarge, ServiceError
-from service.http_io import ClientDisconnected, check_api_key, run_until_disconnect
+from service.errors import InvalidImage, ServiceError
+from service.http_io import ClientDisconnected, check_api_key, read_body, run_until_disconnect
 from service.imaging import IMAGE_MEDIA_TYPES, SNIFFED_MEDIA_TYPES, EncodedImage
 from service.oip.serving import served_label
 from service.rest import PROTOCOL, encode_results, error_parts
@@ -103,7 +103,9 @@ class DetectFastPath:
             check_api_key(None if authorization is None else authorization.decode("latin-1"), settings.api_keys)
             if name is not None:
                 engine.model_info(name)  # 404 before reading a large body
-            body = await self._read_body(headers.get(b"content-length"), receive)
+            declared = headers.get(b"content-length")
+            content_length = None if declared is None else declared.decode("latin-1")
+            body = await read_body(receive, content_length, settings.max_request_bytes)
             if not body:
                 raise InvalidImage("empty body: send an image")
             wanted = tuple(c.strip() for raw in classes for c in raw.split(",") if c.strip()) or None
@@ -129,24 +131,6 @@ class DetectFastPath:
             raise
         finally:
             engine.observe_request(PROTOCOL, served_label(engine, name), code, time.perf_counter() - start)
-
-    async def _read_body(self, declared: bytes | None, receive: Receive) -> bytes:
-        """As ``service.http_io.read_body``: refuse more than ``max_request_bytes``, declared or streamed."""
-        max_bytes = self.settings.max_request_bytes
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            raise PayloadTooLarge(f"request body of {declared.decode()} bytes exceeds the limit of {max_bytes} bytes")
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnect()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > max_bytes:
-                raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
 
     @staticmethod
     async def _respond(send: Send, status: int, body: bytes | None, headers: dict[str, str] | None = None) -> None:

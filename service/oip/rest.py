@@ -130,7 +130,7 @@ def create_router(engine: Engine, settings: Settings) -> APIRouter:
         try:
             authorize(request)
             resolve_model(engine, model, version)  # 404 before reading a large body
-            body = await read_body(request, settings.max_request_bytes)
+            body = await read_body(request.receive, request.headers.get("content-length"), settings.max_request_bytes)
             body = decompress(body, request.headers.get("content-encoding"), settings.max_request_bytes)
             header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
             rid = request_id(header)
