@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run on a CUDA machine (the lent H100/H200; docs/benchmarks.md has the results):
 #   1. the GPU tests (TorchScript/TensorRT on CUDA vs eager; the server on CUDA vs the CPU Predictor),
-#   2. bench/gpu_check.py: model parity and latency per runtime (yolox-s, random weights, 640),
+#   2. bench/gpu_check.py: parity on the trained default model, latency per runtime (yolox-s, random weights, 640),
 #   3. bench/load.py with the server on the GPU (the default model exported to TorchScript fp16),
 #   4. bench/load.py on that machine's CPU cores (the embedded ONNX default bundle), for the core-count effect,
 #   5. bench/load.py with the server on the GPU serving a yolox-s 640 (random weights, TorchScript fp16): a model
@@ -19,7 +19,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then  # packages the machine lacks, carri
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 status=0
-STEPS=${STEPS:-pytest_gpu gpu_check export load_cuda load_cpu export_s load_cuda_s}
+STEPS=${STEPS:-pytest_gpu gpu_check export load_cuda load_cpu weights_s export_s load_cuda_s}
 step() {  # step NAME TIMEOUT_S COMMAND...: run, log to $OUT/NAME.log, remember a failure
     local name=$1 limit=$2
     shift 2
@@ -44,7 +44,7 @@ step load_cpu 200 $PY bench/load.py --bundle model/assets/default_bundle \
     --protocols rest,grpc --concurrency 1,16,64 --duration-s 3 --rounds 2
 S_WEIGHTS=/tmp/yolox_s_random.safetensors
 BUNDLE_S=/tmp/yolox_s_cuda_fp16
-step export_s 120 $PY -c "import sys; from model.checkpoint import save_weights; from model.classes import \
+step weights_s 120 $PY -c "import sys; from model.checkpoint import save_weights; from model.classes import \
 default_class_names; from model.yolox import build_model; m = build_model('yolox-s'); \
 save_weights(sys.argv[1], m.state_dict(), m.cfg, default_class_names(80))" $S_WEIGHTS
 step export_s 120 $PY -m yoloxpai.cli export --weights $S_WEIGHTS --out $BUNDLE_S --format torchscript \

@@ -99,9 +99,10 @@ async def closed_loop(
     send, concurrency: int, duration_s: float, warmup_s: float, interleave: Interleave | None = None
 ) -> tuple[float, list[float], int]:
     """``concurrency`` clients calling ``send()`` back to back; returns (images/s, latencies, errors). With
-    ``interleave`` (C = 1 only) the bare blocks pause the client; the paused time does not count."""
-    if interleave is not None and concurrency != 1:
-        raise ValueError("interleaving with the bare Predictor needs concurrency 1")
+    ``interleave``, at C = 1 only (ignored otherwise), the bare blocks pause the client; the paused time does not
+    count."""
+    if concurrency != 1:
+        interleave = None
     latencies: list[float] = []
     errors = 0
     start = time.perf_counter()
@@ -134,9 +135,10 @@ async def closed_loop(
                     errors += 1
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    if interleave is not None and not interleave.latencies:  # a run too short for one block still pairs one
-        interleave.run_bare()
-    if interleave is not None:  # the skipped calls took time too: one client's rate is 1 / its mean latency
+    if interleave is not None:
+        if not interleave.latencies:  # a run too short for one block still pairs one
+            interleave.run_bare()
+        # the skipped calls took time too: one client's rate is 1 / its mean latency
         return (done / sum(latencies) if latencies else 0.0), latencies, errors
     return done / duration_s, latencies, errors
 
@@ -187,7 +189,7 @@ async def run_http(
                 return (await session.post(path, content=body, headers=headers)).status_code == 200
 
             for c in levels:
-                results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave if c == 1 else None)
+                results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave)
         return results
     parsed = httpx.URL(url)
     lines = [f"POST {path} HTTP/1.1", f"Host: {parsed.host}:{parsed.port}", f"Content-Length: {len(body)}"]
@@ -207,7 +209,7 @@ async def run_http(
             finally:
                 free.append(connection)
 
-        results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave if c == 1 else None)
+        results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave)
         for connection in free:
             await connection.close()
     return results
@@ -247,7 +249,7 @@ async def run_grpc_calls(
                 return False
 
         for c in levels:
-            results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave if c == 1 else None)
+            results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave)
     return results
 
 
@@ -280,7 +282,7 @@ async def run_grpc_stream(
                 finally:
                     free.append(stream)
 
-            results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave if c == 1 else None)
+            results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave)
             for stream in streams:
                 await stream.done_writing()
                 while await stream.read() is not grpc.aio.EOF:  # nothing is in flight: the server ends it
