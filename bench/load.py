@@ -8,10 +8,13 @@ Predictor, in one run.
 
 Protocols: ``rest`` (``POST /v1/detect``, raw JPEG body), ``grpc`` (``yoloxpai.v1.Detector/Detect``),
 ``grpc_stream`` (``Detector/DetectStream``: each client keeps one stream open with one frame in flight, as a video
-client), ``oip_rest`` (``POST /v2/models/{m}/infer`` with the binary tensor extension in and out, built by hand
-over httpx) and ``oip_grpc`` (``inference.GRPCInferenceService/ModelInfer`` with raw contents, over grpc.aio with
-our generated stubs). All use the same client libraries and one image per request, so their numbers compare the
-protocols, not the clients (tritonclient's HTTP client is gevent-based and would not share the asyncio loop).
+client), ``oip_rest`` (``POST /v2/models/{m}/infer`` with the binary tensor extension in and out) and ``oip_grpc``
+(``inference.GRPCInferenceService/ModelInfer`` with raw contents). One image per request. The clients are load
+generators, as wrk and ghz are: ``RawHttpConnection`` writes HTTP/1.1 and ``bench/h2_grpc.py`` writes the HTTP/2
+frames of gRPC on asyncio connections, so the client's own CPU (which shares the cores with the server) stays small:
+per call at C = 1, httpx costs ~1.3 ms of CPU and grpcio ~0.5 ms with ~6 thread wake-ups. ``--http-client httpx``
+and ``--grpc-client grpcio`` measure with the libraries instead (tritonclient's HTTP client is gevent-based and
+would not share the asyncio loop).
 
 For each protocol and concurrency C (default 1, 2, 4, 8, 16, 32, 64), C clients each send one image, wait for the
 answer, and send again, for ``--duration-s``; prints images/s and p50/p90/p99 latency. Protocols are interleaved
@@ -53,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 BASE = "base:"  # row prefix of the --baseline-server-arg server
 sys.path.insert(0, str(REPO))
 
+from bench.h2_grpc import GrpcCallFailed, RawGrpcConnection  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from service.cli import event_loop_factory  # noqa: E402
 
@@ -173,6 +177,24 @@ class RawHttpConnection:
             self.writer.close()
 
 
+def pooled(free: list, call, reopen):
+    """``send()`` for :func:`closed_loop` over one connection (or stream) per client: each call takes one from
+    ``free`` (closed loop: one request in flight on it), returns ``await call(it)``, and replaces one that broke
+    (``await reopen(old)`` gives the new one)."""
+
+    async def send() -> bool:
+        connection = free.pop()
+        try:
+            return await call(connection)
+        except (OSError, asyncio.IncompleteReadError):
+            connection = await reopen(connection)
+            return False
+        finally:
+            free.append(connection)
+
+    return send
+
+
 async def run_http(
     url: str, path: str, body: bytes, headers: dict[str, str], levels: list[int], duration_s: float, warmup_s: float,
     client: str = "raw", interleave: Interleave | None = None,
@@ -195,21 +217,17 @@ async def run_http(
     lines = [f"POST {path} HTTP/1.1", f"Host: {parsed.host}:{parsed.port}", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    async def post(connection: RawHttpConnection) -> bool:
+        return await connection.post(request) == 200
+
+    async def reopen(connection: RawHttpConnection) -> RawHttpConnection:
+        await connection.close()
+        return RawHttpConnection(parsed.host, parsed.port)
+
     for c in levels:
         free = [RawHttpConnection(parsed.host, parsed.port) for _ in range(c)]
-
-        async def send(free: list[RawHttpConnection] = free) -> bool:
-            connection = free.pop()  # closed loop: exactly one in-flight request per connection
-            try:
-                return await connection.post(request) == 200
-            except (OSError, asyncio.IncompleteReadError):
-                await connection.close()
-                connection = RawHttpConnection(parsed.host, parsed.port)
-                return False
-            finally:
-                free.append(connection)
-
-        results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave)
+        results[c] = await closed_loop(pooled(free, post, reopen), c, duration_s, warmup_s, interleave)
         for connection in free:
             await connection.close()
     return results
@@ -229,33 +247,90 @@ def oip_rest_body(jpeg: bytes) -> tuple[bytes, dict[str, str]]:
     return head + tensor, headers
 
 
+@dataclass(frozen=True)
+class GrpcCall:
+    """A unary gRPC call to repeat: method path, request message, response type (protobuf classes)."""
+
+    path: str
+    request: Any
+    response_type: Any
+
+
+def detect_grpc_call(jpeg: bytes) -> GrpcCall:
+    """``yoloxpai.v1.Detector/Detect`` with the encoded JPEG."""
+    from service.pb.yoloxpai.v1 import detection_pb2 as pb
+
+    return GrpcCall("/yoloxpai.v1.Detector/Detect", pb.DetectRequest(image=pb.Image(encoded=jpeg)), pb.DetectResponse)
+
+
+def oip_grpc_call(model: str, jpeg: bytes) -> GrpcCall:
+    """``ModelInfer`` with the JPEG as one BYTES element in ``raw_input_contents``."""
+    from service.pb.inference import grpc_service_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model, raw_input_contents=[struct.pack("<I", len(jpeg)) + jpeg])
+    request.inputs.add(name="IMAGE", datatype="BYTES", shape=[1])
+    return GrpcCall("/inference.GRPCInferenceService/ModelInfer", request, pb.ModelInferResponse)
+
+
+def split_target(target: str) -> tuple[str, int]:
+    host, _, port = target.rpartition(":")
+    return host, int(port)
+
+
 async def run_grpc_calls(
-    target: str, call, levels: list[int], duration_s: float, warmup_s: float, interleave: Interleave | None
-) -> dict:
-    """Closed-loop unary calls: ``call(channel)`` gives the function to repeat (it returns the call's awaitable)."""
+    target: str, call: GrpcCall, levels: list[int], duration_s: float, warmup_s: float,
+    client: str = "raw", interleave: Interleave | None = None,
+) -> dict:  # fmt: skip
+    """Closed-loop unary calls at each concurrency level (``client``: raw HTTP/2 frames, or grpcio's grpc.aio)."""
     import grpc
 
     results = {}
-    limit = 64 * 1024 * 1024
-    options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
-        invoke = call(channel)
+    if client == "grpcio":
+        limit = 64 * 1024 * 1024
+        options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        async with grpc.aio.insecure_channel(target, options=options) as channel:
+            invoke = channel.unary_unary(
+                call.path,
+                request_serializer=type(call.request).SerializeToString,
+                response_deserializer=call.response_type.FromString,
+            )
 
-        async def send() -> bool:
-            try:
-                await invoke()
-                return True
-            except grpc.RpcError:
-                return False
+            async def send() -> bool:
+                try:
+                    await invoke(call.request, timeout=60)
+                    return True
+                except grpc.RpcError:
+                    return False
 
-        for c in levels:
-            results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave)
+            for c in levels:
+                results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave)
+        return results
+    host, port = split_target(target)
+    message = call.request.SerializeToString()
+
+    async def unary(connection: RawGrpcConnection) -> bool:
+        try:
+            call.response_type.FromString(await connection.call(call.path, message, timeout_s=60))
+            return True
+        except GrpcCallFailed:
+            return False
+
+    async def reopen(connection: RawGrpcConnection) -> RawGrpcConnection:
+        await connection.close()
+        return RawGrpcConnection(host, port)
+
+    for c in levels:
+        free = [RawGrpcConnection(host, port) for _ in range(c)]
+        results[c] = await closed_loop(pooled(free, unary, reopen), c, duration_s, warmup_s, interleave)
+        for connection in free:
+            await connection.close()
     return results
 
 
 async def run_grpc_stream(
-    target: str, jpeg: bytes, levels: list[int], duration_s: float, warmup_s: float, interleave: Interleave | None
-) -> dict:
+    target: str, jpeg: bytes, levels: list[int], duration_s: float, warmup_s: float,
+    client: str = "raw", interleave: Interleave | None = None,
+) -> dict:  # fmt: skip
     """Closed-loop frames over ``DetectStream``: each client keeps one bidirectional stream open and sends its next
     frame when the last one's response arrives (a video client with one frame in flight)."""
     import grpc
@@ -263,60 +338,60 @@ async def run_grpc_stream(
     from service.pb.yoloxpai.v1 import detection_pb2 as pb
     from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
 
+    path = "/yoloxpai.v1.Detector/DetectStream"
     request = pb.DetectRequest(image=pb.Image(encoded=jpeg))
     results = {}
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.DetectorStub(channel)
-        for c in levels:
-            free = [stub.DetectStream() for _ in range(c)]
-            streams = list(free)
+    if client == "grpcio":
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.DetectorStub(channel)
 
-            async def send(free: list = free) -> bool:
-                stream = free.pop()  # one frame in flight per stream
+            async def frame_grpcio(stream) -> bool:
                 try:
                     await stream.write(request)
                     response = await stream.read()
                     return response is not grpc.aio.EOF and response.status.code == 0
                 except grpc.RpcError:
                     return False
-                finally:
-                    free.append(stream)
 
-            results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave)
-            for stream in streams:
-                await stream.done_writing()
-                while await stream.read() is not grpc.aio.EOF:  # nothing is in flight: the server ends it
-                    pass
+            async def keep(stream):  # a broken stream stays broken: its calls count as errors
+                return stream
+
+            for c in levels:
+                streams = [stub.DetectStream() for _ in range(c)]
+                send = pooled(streams, frame_grpcio, keep)
+                results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave)
+                for stream in streams:
+                    await stream.done_writing()
+                    while await stream.read() is not grpc.aio.EOF:  # nothing is in flight: the server ends it
+                        pass
+        return results
+    host, port = split_target(target)
+    message = request.SerializeToString()
+
+    async def frame_raw(connection: RawGrpcConnection) -> bool:
+        try:
+            await connection.send_message(message)
+            return pb.DetectResponse.FromString(await connection.read_message()).status.code == 0
+        except GrpcCallFailed:  # the stream ended: open another for the next frame
+            await connection.open_stream(path)
+            return False
+
+    async def reopen_stream(connection: RawGrpcConnection) -> RawGrpcConnection:
+        await connection.close()
+        fresh = RawGrpcConnection(host, port)
+        await fresh.open_stream(path)
+        return fresh
+
+    for c in levels:
+        connections = [RawGrpcConnection(host, port) for _ in range(c)]
+        for connection in connections:
+            await connection.open_stream(path)
+        send = pooled(connections, frame_raw, reopen_stream)  # replaces broken ones in ``connections``
+        results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave)
+        for connection in connections:
+            await connection.finish()  # nothing is in flight: the server ends the stream
+            await connection.close()
     return results
-
-
-def oip_grpc_call(model: str, jpeg: bytes):
-    """``ModelInfer`` with the JPEG as one BYTES element in ``raw_input_contents``."""
-    from service.pb.inference import grpc_service_pb2 as pb
-    from service.pb.inference import grpc_service_pb2_grpc as pb_grpc
-
-    request = pb.ModelInferRequest(model_name=model, raw_input_contents=[struct.pack("<I", len(jpeg)) + jpeg])
-    request.inputs.add(name="IMAGE", datatype="BYTES", shape=[1])
-
-    def bind(channel):
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        return lambda: stub.ModelInfer(request, timeout=60)
-
-    return bind
-
-
-def detect_grpc_call(jpeg: bytes):
-    """``yoloxpai.v1.Detector/Detect`` with the encoded JPEG."""
-    from service.pb.yoloxpai.v1 import detection_pb2 as pb
-    from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
-
-    request = pb.DetectRequest(image=pb.Image(encoded=jpeg))
-
-    def bind(channel):
-        stub = pb_grpc.DetectorStub(channel)
-        return lambda: stub.Detect(request, timeout=60)
-
-    return bind
 
 
 def default_model(url: str) -> str:
@@ -447,7 +522,9 @@ class SpawnedServer:
             self.proc.wait()
 
 
-async def noop_round_trips(url: str, grpc_target: str | None, calls: int = 500) -> dict[str, float]:
+async def noop_round_trips(
+    url: str, grpc_target: str | None, grpc_client: str = "raw", calls: int = 500
+) -> dict[str, float]:
     """p50 ms of a call that does no work (``GET /healthz``; gRPC ``ListModels``) over the load clients: the fixed
     cost of each transport, client and server together, which a C = 1 latency carries on top of the detection."""
     import grpc
@@ -468,10 +545,15 @@ async def noop_round_trips(url: str, grpc_target: str | None, calls: int = 500) 
     conn = RawHttpConnection(parsed.host, parsed.port)
     floors = {"http": await p50(lambda: conn.post(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"))}
     await conn.close()
-    if grpc_target:
+    if grpc_target and grpc_client == "grpcio":
         async with grpc.aio.insecure_channel(grpc_target) as channel:
             stub = pb_grpc.DetectorStub(channel)
             floors["grpc"] = await p50(lambda: stub.ListModels(pb.ListModelsRequest(), timeout=30))
+    elif grpc_target:
+        grpc_conn = RawGrpcConnection(*split_target(grpc_target))
+        request = pb.ListModelsRequest().SerializeToString()
+        floors["grpc"] = await p50(lambda: grpc_conn.call("/yoloxpai.v1.Detector/ListModels", request, timeout_s=30))
+        await grpc_conn.close()
     return floors
 
 
@@ -503,17 +585,17 @@ def measure_protocols(
                 args.http_client, i,
             ),
             f"{prefix}grpc": lambda c, i, target=grpc_target: run_grpc_calls(
-                target, detect_grpc_call(jpeg), [c], args.duration_s, args.warmup_s, i
+                target, detect_grpc_call(jpeg), [c], args.duration_s, args.warmup_s, args.grpc_client, i
             ),
             f"{prefix}grpc_stream": lambda c, i, target=grpc_target: run_grpc_stream(
-                target, jpeg, [c], args.duration_s, args.warmup_s, i
+                target, jpeg, [c], args.duration_s, args.warmup_s, args.grpc_client, i
             ),
             f"{prefix}oip_rest": lambda c, i, url=url, model=model: run_http(
                 url, f"/v2/models/{model}/infer", oip_body, oip_headers, [c], args.duration_s, args.warmup_s,
                 args.http_client, i,
             ),
             f"{prefix}oip_grpc": lambda c, i, target=grpc_target, model=model: run_grpc_calls(
-                target, oip_grpc_call(model, jpeg), [c], args.duration_s, args.warmup_s, i
+                target, oip_grpc_call(model, jpeg), [c], args.duration_s, args.warmup_s, args.grpc_client, i
             ),
         }  # fmt: skip
     samples: dict[str, dict[int, list[tuple[float, list[float], int]]]] = {row: {c: [] for c in levels} for row in rows}
@@ -565,6 +647,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--http-client", choices=("raw", "httpx"), default="raw", help="REST load generator (raw: minimal HTTP/1.1)"
     )
+    parser.add_argument(
+        "--grpc-client",
+        choices=("raw", "grpcio"),
+        default="raw",
+        help="gRPC load generator (raw: minimal HTTP/2 frames, bench/h2_grpc.py; grpcio: grpc.aio)",
+    )
     parser.add_argument("--model", help="model for the OIP protocols (default: the server's default model)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat every (concurrency, protocol) measurement")
     parser.add_argument("--duration-s", type=float, default=5.0)
@@ -614,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
             servers[BASE] = (f"http://127.0.0.1:{spawned[-1].http_port}", f"127.0.0.1:{spawned[-1].grpc_port}")
         server_results, bare = measure_protocols(args, servers, jpeg, levels, protocols, bare_process)
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            floors = runner.run(noop_round_trips(args.url, args.grpc))
+            floors = runner.run(noop_round_trips(args.url, args.grpc, args.grpc_client))
     finally:
         for server in spawned:
             server.stop()
