@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from service import errors
 from service.engine import Engine
@@ -50,6 +52,38 @@ def _paths(*tails: str, versioned: bool = True) -> list[str]:
         if versioned:
             out.append(f"/models/{{model}}/versions/{{version}}{tail}")
     return out
+
+
+async def infer_response(
+    engine: Engine, settings: Settings, model: str, version: str, headers: Headers, receive: Receive
+) -> Response:
+    """``POST /v2/models/{model}[/versions/{version}]/infer``: the route's whole work, also called by
+    ``service.rest_fast`` straight from ASGI; ``receive`` is the request's ASGI channel (body not yet read)."""
+    start = time.perf_counter()
+    code, rid = "ok", ""
+    try:
+        check_api_key(headers.get("authorization"), settings.api_keys)
+        resolve_model(engine, model, version)  # 404 before reading a large body
+        body = await read_body(receive, headers.get("content-length"), settings.max_request_bytes)
+        body = decompress(body, headers.get("content-encoding"), settings.max_request_bytes)
+        header, binary = split_body(body, headers.get(HEADER_LENGTH))
+        rid = request_id(header)
+        decoded, binary_outputs = decode_request(header, binary, model, version)
+        work = infer(engine, decoded, max_images=settings.max_images_per_request)
+        result = await run_until_disconnect(receive, work)
+        content, response_headers = encode_response(result, binary_outputs)
+        return Response(content, headers=response_headers)
+    except ServiceError as exc:
+        code = exc.code
+        return oip_error(exc, settings, rid)
+    except (ClientDisconnected, ClientDisconnect):  # gone while waiting, or while still sending the body
+        code = "cancelled"
+        return Response(status_code=499)
+    except Exception:  # a bug: the server answers 500; count it as one, not as "ok"
+        code = ServiceError.code
+        raise
+    finally:
+        engine.observe_request(PROTOCOL, served_label(engine, model), code, time.perf_counter() - start)
 
 
 def create_router(engine: Engine, settings: Settings) -> APIRouter:
@@ -124,28 +158,7 @@ def create_router(engine: Engine, settings: Settings) -> APIRouter:
 
     @route(_paths("/infer"), "POST", "Inference (JSON tensors or the binary tensor extension)")
     async def model_infer(request: Request) -> Response:
-        start = time.perf_counter()
         model, version = request.path_params["model"], request.path_params.get("version", "")
-        code, rid = "ok", ""
-        try:
-            authorize(request)
-            resolve_model(engine, model, version)  # 404 before reading a large body
-            body = await read_body(request.receive, request.headers.get("content-length"), settings.max_request_bytes)
-            body = decompress(body, request.headers.get("content-encoding"), settings.max_request_bytes)
-            header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
-            rid = request_id(header)
-            decoded, binary_outputs = decode_request(header, binary, model, version)
-            work = infer(engine, decoded, max_images=settings.max_images_per_request)
-            result = await run_until_disconnect(request.receive, work)
-            content, headers = encode_response(result, binary_outputs)
-            return Response(content, headers=headers)
-        except ServiceError as exc:
-            code = exc.code
-            return oip_error(exc, settings, rid)
-        except (ClientDisconnected, ClientDisconnect):  # gone while waiting, or while still sending the body
-            code = "cancelled"
-            return Response(status_code=499)
-        finally:
-            engine.observe_request(PROTOCOL, served_label(engine, model), code, time.perf_counter() - start)
+        return await infer_response(engine, settings, model, version, request.headers, request.receive)
 
     return router

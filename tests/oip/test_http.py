@@ -227,3 +227,55 @@ def test_statistics_and_metrics_count_oip_requests(client, server, images):
     ok = re.search(r'yoloxpai_requests_total\{code="ok",model="tiny",protocol="oip_rest"\} (\d+)', metrics)
     assert ok and int(float(ok.group(1))) >= 1
     assert 'code="invalid_image",model="tiny",protocol="oip_rest"' in metrics
+
+
+def test_the_fast_path_and_fastapi_answer_every_infer_request_alike(server, images, monkeypatch):
+    # ``service.rest_fast`` answers /v2/.../infer without a query string; any query string sends it to FastAPI's
+    # route. Both run ``infer_response``: this checks the routing around it (status, headers, body bytes).
+    import service.rest_fast
+
+    fast_calls = []
+    original = service.rest_fast.infer_response
+
+    async def counted(*args, **kwargs):
+        fast_calls.append(args[2])
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(service.rest_fast, "infer_response", counted)
+    jpeg = images[0]
+    one = _bytes_tensor(jpeg)
+    image = {"name": "IMAGE", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(one)}}
+    good = ("good", "tiny", *_binary_request({"inputs": [image]}, one), 200, "")
+    versioned = ("versioned", "tiny/versions/1", *_binary_request({"inputs": [image]}, one), 200, "")
+    with httpx.Client(base_url=server.http_url, timeout=30) as http:
+        for name, model, body, headers, status, _ in [good, versioned, *_bad_requests(jpeg)]:
+            calls_before = len(fast_calls)
+            fast = http.post(f"/v2/models/{model}/infer", content=body, headers=headers)
+            assert len(fast_calls) == calls_before + 1, name  # taken by the fast path
+            framework = http.post(f"/v2/models/{model}/infer?via=fastapi", content=body, headers=headers)
+            assert len(fast_calls) == calls_before + 1, name  # not taken
+            assert fast.status_code == framework.status_code == status, (name, fast.text, framework.text)
+            assert fast.content == framework.content, name
+            for header in ("content-type", "content-length", "inference-header-content-length", "retry-after"):
+                assert fast.headers.get(header) == framework.headers.get(header), (name, header)
+
+
+def test_a_bug_is_a_500_and_counted_as_one(server, images, monkeypatch):
+    from tests.service.test_rest import metric
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setattr(server.engine, "detect_many", broken)  # ``serving.infer`` calls it on both paths
+    one = _bytes_tensor(images[0])
+    image = {"name": "IMAGE", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(one)}}
+    body, headers = _binary_request({"inputs": [image]}, one)
+    labels = dict(protocol="oip_rest", model="tiny", code="internal")
+    before = metric(httpx.get(server.http_url + "/metrics").text, "yoloxpai_requests_total", **labels)
+    for path in ("/v2/models/tiny/infer", "/v2/models/tiny/infer?via=fastapi"):
+        # a new connection each: after a 500 raised under it, uvicorn closes the connection
+        assert httpx.post(server.http_url + path, content=body, headers=headers).status_code == 500
+    after = metric(httpx.get(server.http_url + "/metrics").text, "yoloxpai_requests_total", **labels)
+    assert after == before + 2
+    assert any("planted bug" in record for record in server.error_log.records)  # logged, as a bug must be
+    server.error_log.records.clear()
