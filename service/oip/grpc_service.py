@@ -155,6 +155,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except asyncio.CancelledError:
             code = "cancelled"
             raise
+        except Exception:  # a bug: grpc.aio answers UNKNOWN; count it as an error, not as "ok"
+            code = ServiceError.code
+            raise
         finally:
             label = served_label(self._engine, request.model_name)
             self._engine.observe_request(PROTOCOL, label, code, time.perf_counter() - start)
