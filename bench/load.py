@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import statistics
@@ -389,7 +390,8 @@ async def run_grpc_stream(
         send = pooled(connections, frame_raw, reopen_stream)  # replaces broken ones in ``connections``
         results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave)
         for connection in connections:
-            await connection.finish()  # nothing is in flight: the server ends the stream
+            with contextlib.suppress(GrpcCallFailed, OSError, asyncio.IncompleteReadError):
+                await connection.finish()  # nothing is in flight: the server ends the stream
             await connection.close()
     return results
 

@@ -27,7 +27,7 @@ from service.engine import DetectOptions, DetectResult, Engine
 from service.errors import InvalidImage, ServiceError, Unauthenticated
 from service.imaging import EncodedImage, ImageInput, RawImage
 from service.oip import grpc_service as oip_grpc
-from service.oip.serving import served_label
+from service.oip.serving import counted, served_label
 from service.pb.yoloxpai.v1 import detection_pb2 as pb
 from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
 from service.settings import Settings
@@ -152,8 +152,8 @@ class DetectorServicer(pb_grpc.DetectorServicer):
     async def _frame(self, request: pb.DetectRequest, context: grpc.aio.ServicerContext) -> pb.DetectResponse:
         # One stream frame; never raises a domain error (it is answered in band).
         start = time.perf_counter()
-        code = "ok"
-        try:
+
+        async def work() -> pb.DetectResponse:
             image, options = request_to_inputs(request)
             result = await self._engine.detect(
                 image, model=request.model or None, options=options, timeout_s=context.time_remaining()
@@ -161,18 +161,11 @@ class DetectorServicer(pb_grpc.DetectorServicer):
             response = result_to_pb(result, request.frame_id, (time.perf_counter() - start) * 1000.0)
             response.status.code = grpc.StatusCode.OK.value[0]
             return response
-        except ServiceError as exc:
-            code = exc.code
-            return pb.DetectResponse(model=request.model, frame_id=request.frame_id, status=error_status(exc))
-        except asyncio.CancelledError:
-            code = "cancelled"
-            raise
-        except Exception:  # a bug: grpc.aio answers UNKNOWN; count it as an error, not as "ok"
-            code = ServiceError.code
-            raise
-        finally:
-            label = served_label(self._engine, request.model)
-            self._engine.observe_request(PROTOCOL, label, code, time.perf_counter() - start)
+
+        outcome = await counted(self._engine, PROTOCOL, request.model, start, work())
+        if isinstance(outcome, ServiceError):
+            return pb.DetectResponse(model=request.model, frame_id=request.frame_id, status=error_status(outcome))
+        return outcome
 
     async def DetectStream(
         self, request_iterator: AsyncIterator[pb.DetectRequest], context: grpc.aio.ServicerContext

@@ -11,7 +11,6 @@ configured. Imports nothing from ``model``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -24,7 +23,7 @@ from service.errors import NotReady, ServiceError
 from service.http_io import check_api_key
 from service.oip import descriptions
 from service.oip.grpc_codec import decode_request, encode_response, from_dict
-from service.oip.serving import infer, resolve_model, served_label
+from service.oip.serving import counted, infer, resolve_model
 from service.pb.inference import grpc_service_pb2 as pb
 from service.pb.inference import grpc_service_pb2_grpc as pb_grpc
 from service.pb.inference import model_config_pb2 as config_pb
@@ -138,29 +137,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> tuple[pb.ModelInferResponse | None, ServiceError | None]:
         # One request, counted in the request metrics; a domain error is returned, not raised.
-        start = time.perf_counter()
-        code = "ok"
-        try:
+        async def work() -> pb.ModelInferResponse:
             decoded = decode_request(request)
-            result = await infer(
-                self._engine,
-                decoded,
-                max_images=self._settings.max_images_per_request,
-                client_timeout_s=context.time_remaining(),
-            )
-            return encode_response(result), None
-        except ServiceError as exc:
-            code = exc.code
-            return None, exc
-        except asyncio.CancelledError:
-            code = "cancelled"
-            raise
-        except Exception:  # a bug: grpc.aio answers UNKNOWN; count it as an error, not as "ok"
-            code = ServiceError.code
-            raise
-        finally:
-            label = served_label(self._engine, request.model_name)
-            self._engine.observe_request(PROTOCOL, label, code, time.perf_counter() - start)
+            timeout_s = context.time_remaining()
+            limit = self._settings.max_images_per_request
+            return encode_response(await infer(self._engine, decoded, max_images=limit, client_timeout_s=timeout_s))
+
+        outcome = await counted(self._engine, PROTOCOL, request.model_name, time.perf_counter(), work())
+        return (None, outcome) if isinstance(outcome, ServiceError) else (outcome, None)
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext

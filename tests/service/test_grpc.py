@@ -217,3 +217,20 @@ def test_a_bug_is_unknown_and_counted_as_an_error(server, stub, jpeg, monkeypatc
     assert metric(after, "yoloxpai_requests_total", **labels) == metric(before, "yoloxpai_requests_total", **labels) + 1
     assert any("planted bug" in record for record in server.error_log.records)  # logged, as a bug must be
     server.error_log.records.clear()
+
+
+def test_a_bug_in_a_stream_frame_ends_the_stream_unknown_and_is_counted(server, stub, jpeg, monkeypatch):
+    before = httpx.get(server.http_url + "/metrics").text
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setattr(server.engine, "detect", broken)
+    with pytest.raises(grpc.RpcError) as failure:
+        list(stub.DetectStream(iter([encoded(jpeg)]), timeout=30))
+    assert failure.value.code() == grpc.StatusCode.UNKNOWN
+    after = httpx.get(server.http_url + "/metrics").text
+    labels = dict(protocol="grpc", model="tiny", code="internal")
+    assert metric(after, "yoloxpai_requests_total", **labels) == metric(before, "yoloxpai_requests_total", **labels) + 1
+    assert any("planted bug" in record for record in server.error_log.records)  # logged, as a bug must be
+    server.error_log.records.clear()
