@@ -3,6 +3,7 @@ ListModels, health, reflection, and every status code with real bad inputs."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -202,35 +203,30 @@ def test_grpc_metrics_are_labelled(server, stub, jpeg):
     assert np.isfinite(float(text.split(sample)[1].split()[0]))
 
 
-def test_a_bug_is_unknown_and_counted_as_an_error(server, stub, jpeg, monkeypatch):
-    before = httpx.get(server.http_url + "/metrics").text
+@contextlib.contextmanager
+def one_planted_bug(server, monkeypatch):
+    """The engine's ``detect`` raises a bug; the block must send one call into it, which is then counted as
+    ``internal`` (not ``ok``) and logged."""
+    labels = dict(protocol="grpc", model="tiny", code="internal")
+    before = metric(httpx.get(server.http_url + "/metrics").text, "yoloxpai_requests_total", **labels)
 
     async def broken(*args, **kwargs):
         raise RuntimeError("planted bug")
 
     monkeypatch.setattr(server.engine, "detect", broken)
-    with pytest.raises(grpc.RpcError) as failure:
-        stub.Detect(encoded(jpeg), timeout=30)
-    assert failure.value.code() == grpc.StatusCode.UNKNOWN
-    after = httpx.get(server.http_url + "/metrics").text
-    labels = dict(protocol="grpc", model="tiny", code="internal")
-    assert metric(after, "yoloxpai_requests_total", **labels) == metric(before, "yoloxpai_requests_total", **labels) + 1
+    yield
+    assert metric(httpx.get(server.http_url + "/metrics").text, "yoloxpai_requests_total", **labels) == before + 1
     assert any("planted bug" in record for record in server.error_log.records)  # logged, as a bug must be
     server.error_log.records.clear()
+
+
+def test_a_bug_is_unknown_and_counted_as_an_error(server, stub, jpeg, monkeypatch):
+    with one_planted_bug(server, monkeypatch), pytest.raises(grpc.RpcError) as failure:
+        stub.Detect(encoded(jpeg), timeout=30)
+    assert failure.value.code() == grpc.StatusCode.UNKNOWN
 
 
 def test_a_bug_in_a_stream_frame_ends_the_stream_unknown_and_is_counted(server, stub, jpeg, monkeypatch):
-    before = httpx.get(server.http_url + "/metrics").text
-
-    async def broken(*args, **kwargs):
-        raise RuntimeError("planted bug")
-
-    monkeypatch.setattr(server.engine, "detect", broken)
-    with pytest.raises(grpc.RpcError) as failure:
+    with one_planted_bug(server, monkeypatch), pytest.raises(grpc.RpcError) as failure:
         list(stub.DetectStream(iter([encoded(jpeg)]), timeout=30))
     assert failure.value.code() == grpc.StatusCode.UNKNOWN
-    after = httpx.get(server.http_url + "/metrics").text
-    labels = dict(protocol="grpc", model="tiny", code="internal")
-    assert metric(after, "yoloxpai_requests_total", **labels) == metric(before, "yoloxpai_requests_total", **labels) + 1
-    assert any("planted bug" in record for record in server.error_log.records)  # logged, as a bug must be
-    server.error_log.records.clear()
