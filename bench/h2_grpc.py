@@ -45,8 +45,14 @@ def request_headers(authority: str, path: str, timeout_s: float | None) -> bytes
     block = b"\x83\x86" + _literal(":path", path) + _literal(":authority", authority)
     block += _literal("content-type", "application/grpc") + _literal("te", "trailers")
     if timeout_s is not None:
-        block += _literal("grpc-timeout", f"{max(int(timeout_s * 1000), 1)}m")
+        block += _literal("grpc-timeout", grpc_timeout(timeout_s))
     return block
+
+
+def grpc_timeout(timeout_s: float) -> str:
+    """gRPC's ``grpc-timeout`` value: at most 8 digits and a unit (milliseconds while they fit, else seconds)."""
+    ms = max(int(timeout_s * 1000), 1)
+    return f"{ms}m" if ms < 10**8 else f"{min(int(timeout_s), 10**8 - 1)}S"
 
 
 class GrpcCallFailed(Exception):

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from bench.h2_grpc import GrpcCallFailed, RawGrpcConnection
+from bench.h2_grpc import GrpcCallFailed, RawGrpcConnection, grpc_timeout
 
 SERVICE = "test.Echo"
 # Small windows and frames (gRPC's own are 4 MB), fixed (no BDP growth): large messages must wait for WINDOW_UPDATEs.
@@ -92,9 +92,14 @@ def test_an_error_status_fails_the_call_and_the_connection_goes_on() -> None:
 
 
 def test_the_timeout_reaches_the_server_as_grpc_timeout() -> None:
+    assert (grpc_timeout(7.5), grpc_timeout(0.0001), grpc_timeout(10**6)) == ("7500m", "1m", "1000000S")
+    assert grpc_timeout(10**9) == "99999999S"  # at most 8 digits
+
     async def scenario(connection: RawGrpcConnection) -> None:
         remaining = float(await connection.call(f"/{SERVICE}/Remaining", b"", timeout_s=7.5))
         assert 6.5 < remaining <= 7.5
+        long_wait = float(await connection.call(f"/{SERVICE}/Remaining", b"", timeout_s=10**6))
+        assert 10**6 - 60 < long_wait <= 10**6
         assert await connection.call(f"/{SERVICE}/Remaining", b"") == b"None"  # no timeout: no deadline
 
     run_against_server(scenario)
