@@ -11,7 +11,6 @@ so tests can bind port 0. Imports nothing from ``model``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import time
@@ -27,7 +26,7 @@ from service.engine import DetectOptions, DetectResult, Engine
 from service.errors import InvalidImage, ServiceError, Unauthenticated
 from service.imaging import EncodedImage, ImageInput, RawImage
 from service.oip import grpc_service as oip_grpc
-from service.oip.serving import counted, served_label
+from service.oip.serving import counted
 from service.pb.yoloxpai.v1 import detection_pb2 as pb
 from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
 from service.settings import Settings
@@ -125,46 +124,36 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         except ServiceError as exc:
             await self._abort(context, exc)
 
+    async def _detect(
+        self, request: pb.DetectRequest, context: grpc.aio.ServicerContext, start: float
+    ) -> pb.DetectResponse:
+        # Protobuf in, engine, protobuf out; a domain error raises (the callers answer it).
+        image, options = request_to_inputs(request)
+        result = await self._engine.detect(
+            image, model=request.model or None, options=options, timeout_s=context.time_remaining()
+        )
+        return result_to_pb(result, request.frame_id, (time.perf_counter() - start) * 1000.0)
+
     async def Detect(self, request: pb.DetectRequest, context: grpc.aio.ServicerContext) -> pb.DetectResponse:
         """One image; errors are call statuses."""
         start = time.perf_counter()
-        code = "ok"
-        try:
+
+        async def work() -> pb.DetectResponse:
             self._check_key(context)
-            image, options = request_to_inputs(request)
-            result = await self._engine.detect(
-                image, model=request.model or None, options=options, timeout_s=context.time_remaining()
-            )
-            return result_to_pb(result, request.frame_id, (time.perf_counter() - start) * 1000.0)
-        except ServiceError as exc:
-            code = exc.code
-            await self._abort(context, exc)  # raises: ends the call with the mapped status
-        except asyncio.CancelledError:
-            code = "cancelled"
-            raise
-        except Exception:  # a bug: grpc.aio answers UNKNOWN; count it as an error, not as "ok"
-            code = ServiceError.code
-            raise
-        finally:
-            label = served_label(self._engine, request.model)
-            self._engine.observe_request(PROTOCOL, label, code, time.perf_counter() - start)
+            return await self._detect(request, context, start)
+
+        outcome = await counted(self._engine, PROTOCOL, request.model, start, work())
+        if isinstance(outcome, ServiceError):
+            await self._abort(context, outcome)  # raises: ends the call with the mapped status
+        return outcome
 
     async def _frame(self, request: pb.DetectRequest, context: grpc.aio.ServicerContext) -> pb.DetectResponse:
         # One stream frame; never raises a domain error (it is answered in band).
         start = time.perf_counter()
-
-        async def work() -> pb.DetectResponse:
-            image, options = request_to_inputs(request)
-            result = await self._engine.detect(
-                image, model=request.model or None, options=options, timeout_s=context.time_remaining()
-            )
-            response = result_to_pb(result, request.frame_id, (time.perf_counter() - start) * 1000.0)
-            response.status.code = grpc.StatusCode.OK.value[0]
-            return response
-
-        outcome = await counted(self._engine, PROTOCOL, request.model, start, work())
+        outcome = await counted(self._engine, PROTOCOL, request.model, start, self._detect(request, context, start))
         if isinstance(outcome, ServiceError):
             return pb.DetectResponse(model=request.model, frame_id=request.frame_id, status=error_status(outcome))
+        outcome.status.code = grpc.StatusCode.OK.value[0]
         return outcome
 
     async def DetectStream(
