@@ -78,6 +78,11 @@ def error_response(error: ServiceError, settings: Settings) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def split_classes(values: list[str] | None) -> tuple[str, ...] | None:
+    """``classes`` query values (repeated, comma-separated) -> the class ids or names to keep; ``None``: all."""
+    return tuple(c.strip() for raw in values or () for c in raw.split(",") if c.strip()) or None
+
+
 def _b64_image(value: str, index: int) -> EncodedImage:
     if value.startswith("data:"):  # tolerate data URLs: data:image/png;base64,....
         value = value.partition(",")[2]
@@ -243,8 +248,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
             if name is not None:
                 engine.model_info(name)  # 404 before reading a large body
             body = await read_body(request.receive, request.headers.get("content-length"), settings.max_request_bytes)
-            classes_opt = tuple(c.strip() for raw in classes for c in raw.split(",") if c.strip()) if classes else None
-            query_options = DetectOptions(score_threshold, max_detections, classes_opt)
+            query_options = DetectOptions(score_threshold, max_detections, split_classes(classes))
             images, options = await parse_detect_body(request, body, query_options, settings)
             timeout_s = None if timeout_ms is None else timeout_ms / 1000.0
             results = await run_until_disconnect(

@@ -33,7 +33,7 @@ from service.http_io import ClientDisconnected, check_api_key, read_body, run_un
 from service.imaging import IMAGE_MEDIA_TYPES, SNIFFED_MEDIA_TYPES, EncodedImage
 from service.oip.rest import infer_response
 from service.oip.serving import served_label
-from service.rest import PROTOCOL, encode_results, error_parts
+from service.rest import PROTOCOL, encode_results, error_parts, split_classes
 from service.settings import Settings
 
 _NAMED = re.compile(r"/v1/models/([^/]+)/detect")
@@ -122,11 +122,10 @@ class FastPath:
             body = await read_body(receive, content_length, settings.max_request_bytes)
             if not body:
                 raise InvalidImage("empty body: send an image")
-            wanted = tuple(c.strip() for raw in classes for c in raw.split(",") if c.strip()) or None
             options = DetectOptions(
                 float(scalars["score_threshold"]) if "score_threshold" in scalars else None,
                 int(scalars["max_detections"]) if "max_detections" in scalars else None,
-                wanted,
+                split_classes(classes),
             )
             timeout_s = float(scalars["timeout_ms"]) / 1000.0 if "timeout_ms" in scalars else None
             images = [EncodedImage(body, media_type)]
