@@ -82,9 +82,7 @@ class RawGrpcConnection:
     async def connect(self) -> None:
         """Open the TCP connection and send the preface, our SETTINGS and a wide-open receive window."""
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        settings = struct.pack(">HI", SETTINGS_ENABLE_PUSH, 0) + struct.pack(
-            ">HI", SETTINGS_INITIAL_WINDOW_SIZE, MAX_WINDOW
-        )
+        settings = struct.pack(">HIHI", SETTINGS_ENABLE_PUSH, 0, SETTINGS_INITIAL_WINDOW_SIZE, MAX_WINDOW)
         open_window = struct.pack(">I", MAX_WINDOW - DEFAULT_WINDOW)
         self.writer.write(PREFACE + frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, open_window))
 
