@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.oip.helpers import as_outputs, assert_outputs_match_v1, v1_detect
 from tests.service.conftest import encode, sample_image
+from tests.service.test_rest import planted_bug
 
 OUTPUTS = ("num_dets", "boxes", "scores", "classes", "class_names")
 
@@ -261,21 +262,11 @@ def test_the_fast_path_and_fastapi_answer_every_infer_request_alike(server, imag
 
 
 def test_a_bug_is_a_500_and_counted_as_one(server, images, monkeypatch):
-    from tests.service.test_rest import metric
-
-    async def broken(*args, **kwargs):
-        raise RuntimeError("planted bug")
-
-    monkeypatch.setattr(server.engine, "detect_many", broken)  # ``serving.infer`` calls it on both paths
     one = _bytes_tensor(images[0])
     image = {"name": "IMAGE", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(one)}}
     body, headers = _binary_request({"inputs": [image]}, one)
-    labels = dict(protocol="oip_rest", model="tiny", code="internal")
-    before = metric(httpx.get(server.http_url + "/metrics").text, "yoloxpai_requests_total", **labels)
-    for path in ("/v2/models/tiny/infer", "/v2/models/tiny/infer?via=fastapi"):
-        # a new connection each: after a 500 raised under it, uvicorn closes the connection
-        assert httpx.post(server.http_url + path, content=body, headers=headers).status_code == 500
-    after = metric(httpx.get(server.http_url + "/metrics").text, "yoloxpai_requests_total", **labels)
-    assert after == before + 2
-    assert any("planted bug" in record for record in server.error_log.records)  # logged, as a bug must be
-    server.error_log.records.clear()
+    # ``serving.infer`` calls ``detect_many`` on both paths
+    with planted_bug(server, monkeypatch, "detect_many", "oip_rest", calls=2):
+        for path in ("/v2/models/tiny/infer", "/v2/models/tiny/infer?via=fastapi"):
+            # a new connection each: after a 500 raised under it, uvicorn closes the connection
+            assert httpx.post(server.http_url + path, content=body, headers=headers).status_code == 500

@@ -3,7 +3,6 @@ ListModels, health, reflection, and every status code with real bad inputs."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 
@@ -17,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from service.pb.yoloxpai.v1 import detection_pb2 as pb
 from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
 from tests.service.conftest import encode, sample_image
-from tests.service.test_rest import PNG_BOMB, metric
+from tests.service.test_rest import PNG_BOMB, planted_bug
 
 
 @pytest.fixture(scope="module")
@@ -203,30 +202,13 @@ def test_grpc_metrics_are_labelled(server, stub, jpeg):
     assert np.isfinite(float(text.split(sample)[1].split()[0]))
 
 
-@contextlib.contextmanager
-def one_planted_bug(server, monkeypatch):
-    """The engine's ``detect`` raises a bug; the block must send one call into it, which is then counted as
-    ``internal`` (not ``ok``) and logged."""
-    labels = dict(protocol="grpc", model="tiny", code="internal")
-    before = metric(httpx.get(server.http_url + "/metrics").text, "yoloxpai_requests_total", **labels)
-
-    async def broken(*args, **kwargs):
-        raise RuntimeError("planted bug")
-
-    monkeypatch.setattr(server.engine, "detect", broken)
-    yield
-    assert metric(httpx.get(server.http_url + "/metrics").text, "yoloxpai_requests_total", **labels) == before + 1
-    assert any("planted bug" in record for record in server.error_log.records)  # logged, as a bug must be
-    server.error_log.records.clear()
-
-
 def test_a_bug_is_unknown_and_counted_as_an_error(server, stub, jpeg, monkeypatch):
-    with one_planted_bug(server, monkeypatch), pytest.raises(grpc.RpcError) as failure:
+    with planted_bug(server, monkeypatch, "detect", "grpc"), pytest.raises(grpc.RpcError) as failure:
         stub.Detect(encoded(jpeg), timeout=30)
     assert failure.value.code() == grpc.StatusCode.UNKNOWN
 
 
 def test_a_bug_in_a_stream_frame_ends_the_stream_unknown_and_is_counted(server, stub, jpeg, monkeypatch):
-    with one_planted_bug(server, monkeypatch), pytest.raises(grpc.RpcError) as failure:
+    with planted_bug(server, monkeypatch, "detect", "grpc"), pytest.raises(grpc.RpcError) as failure:
         list(stub.DetectStream(iter([encoded(jpeg)]), timeout=30))
     assert failure.value.code() == grpc.StatusCode.UNKNOWN

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
 import struct
@@ -116,6 +117,24 @@ def metric(text: str, name: str, **labels: str) -> float:
             if all(found.get(k) == v for k, v in labels.items()):
                 return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+@contextlib.contextmanager
+def planted_bug(server, monkeypatch, method: str, protocol: str, calls: int = 1):
+    """The engine's ``method`` raises a bug inside the block, which must send ``calls`` requests into it: each is
+    then counted as ``internal`` (not ``ok``) under ``protocol``, and the bug is logged."""
+    labels = dict(protocol=protocol, model="tiny", code="internal")
+    before = metric(httpx.get(server.http_url + "/metrics").text, "yoloxpai_requests_total", **labels)
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setattr(server.engine, method, broken)
+    yield
+    after = metric(httpx.get(server.http_url + "/metrics").text, "yoloxpai_requests_total", **labels)
+    assert after == before + calls
+    assert any("planted bug" in record for record in server.error_log.records)  # logged, as a bug must be
+    server.error_log.records.clear()
 
 
 def test_metrics_move_and_triton_names_have_no_total_suffix(client, jpeg):

@@ -12,7 +12,7 @@ import pytest
 from service.rest_fast import parse_query
 from tests.service.conftest import server_settings
 from tests.service.servers import ServerThread
-from tests.service.test_rest import PNG_BOMB, metric
+from tests.service.test_rest import PNG_BOMB, metric, planted_bug
 
 JPEG = {"content-type": "image/jpeg"}
 
@@ -115,18 +115,8 @@ def test_fast_path_requests_are_counted(client, jpeg):
 
 
 def test_a_bug_is_a_500_and_counted_as_one(keyed_server, client, jpeg, monkeypatch):
-    before = client.get("/metrics").text
-
-    async def broken(*args, **kwargs):
-        raise RuntimeError("planted bug")
-
-    monkeypatch.setattr(keyed_server.engine, "detect_many", broken)  # both paths call it
-    for path in ("/v1/detect", "/v1/detect?max_detections=3&max_detections=3"):
-        # a new connection each: after a 500 raised under it, uvicorn closes the connection
-        response = httpx.post(keyed_server.http_url + path, content=jpeg, headers={**JPEG, **client.headers})
-        assert response.status_code == 500
-    after = client.get("/metrics").text
-    labels = dict(protocol="rest", model="tiny", code="internal")
-    assert metric(after, "yoloxpai_requests_total", **labels) == metric(before, "yoloxpai_requests_total", **labels) + 2
-    assert any("planted bug" in record for record in keyed_server.error_log.records)  # logged, as a bug must be
-    keyed_server.error_log.records.clear()
+    with planted_bug(keyed_server, monkeypatch, "detect_many", "rest", calls=2):  # both paths call it
+        for path in ("/v1/detect", "/v1/detect?max_detections=3&max_detections=3"):
+            # a new connection each: after a 500 raised under it, uvicorn closes the connection
+            response = httpx.post(keyed_server.http_url + path, content=jpeg, headers={**JPEG, **client.headers})
+            assert response.status_code == 500
