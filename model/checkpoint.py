@@ -2,8 +2,10 @@
 
 Accepted inputs: official Megvii ``.pth`` (``{"model": state_dict, ...}``), EasyCV (``{"state_dict": ...,
 "meta": ...}``, RepVGG un-fused or fused), our training checkpoints (``{"format": "yoloxpai.checkpoint", ...}``,
-EMA weights preferred), our ``.safetensors`` weights (config and class names in the metadata), or a bare state
-dict. ``torch.load`` always runs with ``weights_only=True``: a file that needs arbitrary unpickling is refused.
+EMA weights preferred), our ``.safetensors`` weights (config and class names in the metadata), a bare state
+dict, or a Megvii-style ONNX export with folded BatchNorms (``.onnx``, imported by graph structure, see
+``model.onnx_import``). ``torch.load`` always runs with ``weights_only=True``: a file that needs arbitrary
+unpickling is refused.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     skipped_shape: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line for logs."""
-        parts = [f"loaded {self.loaded} tensors"]
+        parts = [f"loaded {self.loaded} tensors", *self.notes]
         if self.skipped_shape:
             parts.append(f"skipped {len(self.skipped_shape)} with other shapes (e.g. {self.skipped_shape[0][0]})")
         if self.missing:
@@ -155,10 +158,55 @@ def config_from_checkpoint(
     return get_config(arch, num_classes=num_classes)
 
 
-def load_model(
-    path: str | Path, arch: str | None = None, num_classes: int | None = None, strict: bool = True
+def is_onnx(path: str | Path) -> bool:
+    """Released ONNX weights rather than a checkpoint."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
+def load_onnx_model(
+    path: str | Path, arch: str | None, num_classes: int | None = None, calibration_images: str | Path | None = None
 ) -> tuple[YOLOX, LoadedCheckpoint]:
-    """Build the model a checkpoint describes (or ``arch``) and load its weights; returns eval-mode model."""
+    """Import released ONNX weights into preset ``arch`` (BatchNorms un-folded with measured statistics)."""
+    from model.onnx_import import OnnxImportError, import_onnx
+
+    if arch is None:
+        raise CheckpointError(f"{path}: ONNX weights do not record their architecture: pass arch (--arch yolox-nano)")
+    if not Path(path).is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        model, result = import_onnx(path, arch, num_classes, calibration_images)
+    except (OnnxImportError, FileNotFoundError) as exc:
+        raise CheckpointError(str(exc)) from exc
+    report = LoadReport(loaded=len(model.state_dict()), notes=[result.summary()])
+    names = default_class_names(result.config.num_classes)
+    return model, LoadedCheckpoint(result.config, names, "onnx", report)
+
+
+def read_initial_weights(
+    path: str | Path, arch: str, calibration_images: str | Path | None = None
+) -> tuple[dict[str, Tensor], str, list[str]]:
+    """Weights to start training from: ``(state_dict, source, notes)`` of any checkpoint, or of released ONNX
+    weights imported into ``arch`` (BatchNorm statistics from ``calibration_images``)."""
+    if is_onnx(path):
+        model, info = load_onnx_model(path, arch, calibration_images=calibration_images)
+        return model.state_dict(), "onnx", info.report.notes
+    state_dict, source = extract_state_dict(read_checkpoint(path))
+    return state_dict, source, []
+
+
+def load_model(
+    path: str | Path,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    strict: bool = True,
+    calibration_images: str | Path | None = None,
+) -> tuple[YOLOX, LoadedCheckpoint]:
+    """Build the model a checkpoint describes (or ``arch``) and load its weights; returns eval-mode model.
+
+    ``calibration_images`` only matters for ``.onnx`` files (BatchNorm statistics; default the shipped photos).
+    """
+    if is_onnx(path):
+        return load_onnx_model(path, arch, num_classes, calibration_images)
     ckpt = read_checkpoint(path)
     state_dict, source = extract_state_dict(ckpt)
     cfg = config_from_checkpoint(ckpt, arch, num_classes, state_dict)

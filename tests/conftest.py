@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 TINY_CLASSES = ("circle", "square", "triangle")
+# Megvii's COCO YOLOX-Nano and 80 COCO val images, beside the repository (never copied into it).
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TINY_INPUT_HW = (160, 192)
 
 
@@ -41,3 +43,13 @@ def make_tiny_bundle(out_dir: Path, formats: tuple[str, ...] = ("onnx",), max_ba
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ONNX bundle of a tiny 3-class model (input 160x192, max batch 8, K = 20)."""
     return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """``../shared`` with the released COCO nano and coco-tiny; skips where they are absent."""
+    needed = [SHARED / "weights" / "yolox_nano_coco.onnx", SHARED / "data" / "coco-tiny" / "annotations"]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        pytest.skip(f"needs ../shared (COCO weights and images), missing: {', '.join(missing)}")
+    return SHARED

@@ -16,6 +16,8 @@ import argparse
 import json
 import sys
 
+from model.cli.weights_flags import add_calibration_flag
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's flags."""
@@ -36,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-det", type=int, default=100)
     add("--amp", action="store_true", help="fp16 inference on CUDA")
     add("--json", metavar="PATH", help="also write the metrics and per-class AP as JSON")
+    add_calibration_flag(parser)
 
 
 def write_json(path: str, result) -> None:
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from model.train.distributed import init_distributed, shutdown_distributed
 
     try:
-        model, info = load_model(args.weights, arch=args.arch)
+        model, info = load_model(args.weights, arch=args.arch, calibration_images=args.calibration_images)
         ann_file, image_dir = resolve_split(args.data, args.split)
         coco = CocoDetection(ann_file, image_dir)
     except (CheckpointError, DatasetError, ValueError) as exc:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from model.cli.weights_flags import add_calibration_flag
+
 
 def _formats(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
@@ -11,8 +13,11 @@ def _formats(value: str) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's flags."""
-    parser.add_argument("--weights", required=True, help="checkpoint: ours, official Megvii .pth, EasyCV, .safetensors")
-    parser.add_argument("--arch", help="preset, only for checkpoints that do not record it (Megvii, EasyCV)")
+    parser.add_argument(
+        "--weights", required=True, help="checkpoint: ours, official Megvii .pth, EasyCV, .safetensors, or Megvii .onnx"
+    )
+    parser.add_argument("--arch", help="preset, only for checkpoints that do not record it (Megvii, EasyCV, ONNX)")
+    add_calibration_flag(parser)
     parser.add_argument("--out", required=True, help="bundle directory to write")
     parser.add_argument(
         "--format",
@@ -57,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
             parity_check=not args.no_parity_check,
             build_engine=args.build_engine,
         )
-        meta, reports = export_bundle(args.weights, args.out, options, arch=args.arch, overwrite=args.force)
+        meta, reports = export_bundle(args.weights, args.out, options, arch=args.arch, overwrite=args.force,
+                                      calibration_images=args.calibration_images)  # fmt: skip
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
         print(f"export failed: {exc}")
         return 1

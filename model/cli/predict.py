@@ -1,10 +1,19 @@
-"""``yoloxpai predict IMAGE_OR_DIR... --bundle DIR``: print detections, optionally draw them."""
+"""``yoloxpai predict IMAGE_OR_DIR... --bundle DIR | --weights FILE``: print detections, optionally draw them.
+
+With ``--weights`` (any checkpoint ``load_model`` reads, released ``.onnx`` included) the weights are exported to a
+temporary ONNX bundle first, so predictions go through exactly the serving path.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+from model.cli.weights_flags import add_calibration_flag
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -12,7 +21,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's flags."""
     parser.add_argument("inputs", nargs="+", help="image files or directories")
-    parser.add_argument("--bundle", required=True, help="bundle directory (from yoloxpai export)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle", help="bundle directory (from yoloxpai export)")
+    source.add_argument("--weights", help="a checkpoint or Megvii .onnx, exported to a temporary bundle first")
+    parser.add_argument("--arch", help="with --weights: the preset, for files that do not record it")
+    add_calibration_flag(parser)
     parser.add_argument(
         "--backend", default="auto", choices=["auto", "torchscript", "onnxruntime", "openvino", "tensorrt"]
     )
@@ -36,18 +49,40 @@ def collect_images(inputs: list[str]) -> list[Path]:
     return paths
 
 
+@contextlib.contextmanager
+def bundle_for(args: argparse.Namespace) -> Iterator[str]:
+    """``--bundle`` as given, or ``--weights`` exported to a temporary bundle (removed afterwards)."""
+    if args.bundle:
+        yield args.bundle
+        return
+    from model.export.bundle import ExportOptions, export_bundle
+
+    with tempfile.TemporaryDirectory(prefix="yoloxpai-predict-") as tmp:
+        options = ExportOptions(formats=("onnx",), max_batch=max(1, args.batch_size), parity_check=False)
+        export_bundle(args.weights, Path(tmp) / "bundle", options, arch=args.arch,
+                      calibration_images=args.calibration_images)  # fmt: skip
+        yield str(Path(tmp) / "bundle")
+
+
 def run(args: argparse.Namespace) -> int:
     """Predict in batches, print, draw."""
     from model.artifacts import BundleError
+
+    try:
+        with bundle_for(args) as bundle:
+            return predict(args, bundle)
+    except (BundleError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"error: {exc}")
+        return 1
+
+
+def predict(args: argparse.Namespace, bundle: str) -> int:
+    """Predict in batches, print, draw (bad options raise ``ValueError``)."""
     from model.drawing import draw_detections
     from model.predictor import Predictor
 
-    try:
-        predictor = Predictor.from_bundle(args.bundle, backend=args.backend, device=args.device, spin=True)
-        predictor.resolve_options(args.score_threshold, args.max_detections)
-    except (BundleError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}")
-        return 1
+    predictor = Predictor.from_bundle(bundle, backend=args.backend, device=args.device, spin=True)
+    predictor.resolve_options(args.score_threshold, args.max_detections)
     paths = collect_images(args.inputs)
     if not paths:
         print("error: no images found")

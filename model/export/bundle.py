@@ -106,13 +106,21 @@ def _write_models(net: DecodedNet, options: ExportOptions, input_hw: tuple[int, 
 
 
 def export_bundle(
-    weights: str | Path, out_dir: str | Path, options: ExportOptions, arch: str | None = None, overwrite: bool = False
+    weights: str | Path,
+    out_dir: str | Path,
+    options: ExportOptions,
+    arch: str | None = None,
+    overwrite: bool = False,
+    calibration_images: str | Path | None = None,
 ) -> tuple[BundleMeta, dict[str, ParityReport]]:
-    """Export ``weights`` into a bundle at ``out_dir``; returns its meta and per-backend parity reports."""
+    """Export ``weights`` into a bundle at ``out_dir``; returns its meta and per-backend parity reports.
+
+    ``calibration_images``: BatchNorm statistics when ``weights`` is released ONNX (``model.onnx_import``).
+    """
     weights, out_dir = Path(weights), Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists (pass overwrite=True / --force to replace it)")
-    model, info = load_model(weights, arch=arch)
+    model, info = load_model(weights, arch=arch, calibration_images=calibration_images)
     cfg = info.config
     input_hw = tuple(options.input_hw or cfg.input_hw)
     if input_hw[0] % 32 or input_hw[1] % 32:
