@@ -4,32 +4,48 @@ Examples::
 
     yoloxpai train --arch yolox-s --data data/coco --out runs/s --batch-size 64 --amp
     yoloxpai train --arch yolox-nano --data shapes/ --out runs/nano --weights yolox_nano.pth --epochs 50
+    yoloxpai train --arch yolox-nano --data shapes/ --out runs/ft --weights default --epochs 10   # fine-tune
     yoloxpai train --out runs/s --resume                 # continue runs/s/last.pt exactly
     torchrun --nproc-per-node 8 -m yoloxpai.cli train --arch yolox-s --data data/coco --out runs/s -b 64
 
 With ``--resume`` the run's stored settings are used; flags given explicitly override the non-schedule ones
 (device, workers, logging); changing the schedule (epochs, batch size, ...) is refused.
+
+For a new run, flags left unset take run-dependent defaults (``model.train.defaults``, with a printed line):
+``--weights`` means fine-tuning (lr per image 0.25 x 0.01/64, 1 warm-up epoch; ``--no-finetune`` keeps the
+from-scratch recipe), and runs too short for 5 warm-up + 15 no-aug epochs get both scaled down.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+# stdlib only: --help stays fast
+from model.cli.weights_flags import add_calibration_flag
+from model.train.config import FINETUNE_LR_SCALE, FINETUNE_WARMUP_EPOCHS, TrainConfig
+from model.train.defaults import fill_run_defaults
 
 # flag dest -> TrainConfig field, for flags that map one to one
 _FIELDS = {
     "arch": "arch", "data": "data", "out": "out_dir", "epochs": "epochs", "batch_size": "batch_size",
-    "device": "device", "workers": "workers", "weights": "weights", "amp": "amp", "sync_bn": "sync_bn",
-    "seed": "seed", "eval_interval": "eval_interval_epochs", "no_aug_epochs": "no_aug_epochs",
+    "device": "device", "workers": "workers", "weights": "weights", "finetune": "finetune", "amp": "amp",
+    "sync_bn": "sync_bn", "seed": "seed", "eval_interval": "eval_interval_epochs", "no_aug_epochs": "no_aug_epochs",
     "warmup_epochs": "warmup_epochs", "lr_per_img": "basic_lr_per_img", "weight_decay": "weight_decay",
     "weight_decay_all": "weight_decay_all",
     "multiscale_range": "multiscale_range", "assigner": "assigner", "iou_loss": "iou_loss", "augment": "augment",
     "max_iters_per_epoch": "max_iters_per_epoch", "checkpoint_interval": "checkpoint_interval_epochs",
     "print_interval": "print_interval_iters", "ema": "ema", "tensorboard": "tensorboard", "progress": "progress",
-    "eval_batch_size": "eval_batch_size",
+    "eval_batch_size": "eval_batch_size", "calibration_images": "calibration_images",
 }  # fmt: skip
+
+FINETUNE_HELP = (
+    f"on: flags left unset take fine-tune values, --lr-per-img {FINETUNE_LR_SCALE:g} x 0.01/64 and --warmup-epochs "
+    f"{FINETUNE_WARMUP_EPOCHS}; head layers of another num_classes are re-initialised (default: on with --weights)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,21 +54,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--arch", help="preset name, e.g. yolox-s, yolox-nano, yolox-pai-s (see `yoloxpai info`)")
     add("--data", help="dataset directory (annotations/instances_{train,val}.json) or a COCO json")
     add("--out", help="run directory (checkpoints, metrics.jsonl, tensorboard/)")
-    add("--epochs", type=int, help="default 300")
+    add("--epochs", type=int, help="default 300; short runs shrink unset warm-up/no-aug epochs to fit (with a warning)")
     add("-b", "--batch-size", type=int, help="global batch over all processes (default 64; lr scales with it)")
     add("--img-size", type=int, nargs="+", metavar="PX", help="training size: S or H W (default: the preset's)")
     add("--device", help="auto | cpu | cuda | cuda:N (default auto)")
     add("--workers", type=int, help="data loader workers per process (default 4)")
-    add("--weights", help="initial weights: official Megvii/EasyCV checkpoint or ours (num_classes may differ)")
+    add("--weights", help="initial weights: Megvii/EasyCV, ours, or 'default' (the embedded nano); see --finetune")
+    add("--finetune", action=argparse.BooleanOptionalAction, default=None, help=FINETUNE_HELP)
+    add_calibration_flag(parser, "the training images")
     add("--resume", nargs="?", const="auto", metavar="CKPT", help="continue a run (default OUT/last.pt)")
     add("--amp", action="store_true", default=None, help="mixed precision (CUDA only)")
     add("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under DDP")
     add("--seed", type=int)
     add("--eval-interval", type=int, metavar="EPOCHS", help="default 10 (every epoch of the no-aug phase)")
     add("--eval-batch-size", type=int)
-    add("--no-aug-epochs", type=int, help="last N epochs without mosaic/mixup, with L1 (default 15)")
-    add("--warmup-epochs", type=int, help="default 5")
-    add("--lr-per-img", type=float, help="base lr per image (default 0.01/64)")
+    add("--no-aug-epochs", type=int, help="last N epochs without mosaic/mixup, with L1 (default 15, see --epochs)")
+    add("--warmup-epochs", type=int, help=f"default 5 ({FINETUNE_WARMUP_EPOCHS} fine-tuning; see --epochs)")
+    add("--lr-per-img", type=float, help=f"base lr per image (default 0.01/64; x{FINETUNE_LR_SCALE:g} fine-tuning)")
     add("--weight-decay", type=float)
     add("--weight-decay-all", action="store_true", default=None, help="decay BN weights and biases too (EasyCV)")
     add("--multiscale-range", type=int, help="sizes 32*(S/32 -/+ R) (default 5; 0 disables)")
@@ -95,16 +113,25 @@ def _parse_override(text: str) -> tuple[str, object]:
         return key.strip(), raw
 
 
-def build_config(args: argparse.Namespace):
-    """The ``TrainConfig`` for these arguments (from the checkpoint's stored config when resuming)."""
-    from model.train.config import TrainConfig
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    """The ``TrainConfig`` for these arguments (from the checkpoint's stored config when resuming).
 
+    A new run's unset flags get ``fill_run_defaults`` (fine-tune, short run), printed to stderr.
+    """
     values = _explicit(args)
     if args.resume is None:
         missing = [flag for flag, key in (("--arch", "arch"), ("--data", "data"), ("--out", "out_dir"))
                    if key not in values]  # fmt: skip
         if missing:
             raise ValueError(f"{', '.join(missing)} required (or --resume)")
+        if values.get("weights") == "default":
+            from model.artifacts import default_weights_path
+
+            values["weights"] = str(default_weights_path())
+        values, lines = fill_run_defaults(values)
+        if os.environ.get("RANK", "0") == "0":  # once under torchrun, not once per process
+            for line in lines:
+                print(f"yoloxpai train: {line}", file=sys.stderr)
         return TrainConfig(**values)
     from model.train.checkpoint import read_training_checkpoint
 

@@ -1,7 +1,8 @@
 """Training: ``TrainConfig`` (``config``), the plain loop (``loop.train``) and its parts.
 
-Module map: ``config`` (stdlib only), ``run`` (build model/data/optimizer, resume), ``loop`` (the loop, eval,
-checkpoints), ``optim`` (parameter groups, lr schedule), ``ema``, ``multiscale``, ``distributed``, ``checkpoint``
-(atomic writes, rng state), ``monitor`` (progress bar, TensorBoard, JSONL), ``inputs`` (input convention on the
-device). This package imports nothing at import time.
+Module map: ``config`` (stdlib only), ``defaults`` (the CLI's fine-tune and short-run defaults, stdlib), ``run``
+(build model/data/optimizer, resume), ``loop`` (the loop, eval, checkpoints), ``optim`` (parameter groups, lr
+schedule), ``ema``, ``multiscale``, ``distributed``, ``checkpoint`` (atomic writes, rng state), ``monitor``
+(progress bar, TensorBoard, JSONL), ``inputs`` (input convention on the device). This package imports nothing
+at import time.
 """

@@ -12,11 +12,16 @@ from dataclasses import dataclass
 # Names of ``model.loss.simota.ASSIGNERS``, repeated so this module stays importable without torch.
 ASSIGNER_NAMES = ("simota-0.3.0", "simota-center")
 
+# Fine-tune defaults (``TrainConfig.finetune``; the CLI fills them in for flags left unset): pretrained features
+# need smaller steps, and only the re-initialised head needs a warm-up.
+FINETUNE_LR_SCALE = 0.25
+FINETUNE_WARMUP_EPOCHS = 1
+
 # Fields a resumed run may change (where and how it runs, not what it computes).
 RESUMABLE_CHANGES = frozenset({
-    "data", "out_dir", "device", "workers", "weights", "resume", "amp", "sync_bn", "eval_interval_epochs",
-    "eval_score_threshold", "eval_nms_iou", "eval_max_detections", "eval_batch_size", "print_interval_iters",
-    "checkpoint_interval_epochs", "tensorboard", "progress",
+    "data", "out_dir", "device", "workers", "weights", "calibration_images", "resume", "amp", "sync_bn",
+    "eval_interval_epochs", "eval_score_threshold", "eval_nms_iou", "eval_max_detections", "eval_batch_size",
+    "print_interval_iters", "checkpoint_interval_epochs", "tensorboard", "progress",
 })  # fmt: skip
 
 
@@ -30,7 +35,13 @@ class TrainConfig:
         batch_size: global batch over all ranks (Megvii's ``-b``); each rank takes ``batch_size / world_size``.
         input_hw: training/eval size, default the preset's.
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (under torchrun ``cuda`` means the local rank's GPU).
-        weights: initial weights (official Megvii/EasyCV or ours); shape mismatches (num_classes) are skipped.
+        weights: initial weights (official Megvii/EasyCV or ours); tensors of another shape (num_classes) keep
+            the model's own initialisation.
+        calibration_images: for ``.onnx`` weights, the images whose statistics un-fold the BatchNorms
+            (default: the training images).
+        finetune: the run fine-tunes ``weights`` (the CLI's default when ``--weights`` is given). Recorded only:
+            the CLI gives flags left unset the fine-tune values ``basic_lr_per_img`` 0.25 x 0.01/64 and
+            ``warmup_epochs`` 1; built directly, the config uses exactly the values passed.
         resume: checkpoint to continue (same schedule, exact); ``auto`` = ``out_dir/last.pt``.
         basic_lr_per_img: lr = ``basic_lr_per_img * batch_size`` (0.01 / 64).
         weight_decay_all: decay BN weights and biases too (EasyCV's recipe); default conv/linear weights only.
@@ -53,6 +64,8 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 4
     weights: str | None = None
+    calibration_images: str | None = None
+    finetune: bool = False
     resume: str | None = None
     amp: bool = False
     sync_bn: bool = False

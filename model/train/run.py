@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.checkpoint import extract_state_dict, load_weights, read_checkpoint
+from model.checkpoint import LoadReport, load_weights, read_initial_weights
 from model.config import YoloxConfig, get_config
 from model.data.augment_config import AUGMENT_PRESETS, AugmentConfig, augment_config_for
 from model.data.coco import CocoDetection
@@ -92,6 +92,30 @@ def augment_for(name: str | None, arch: str) -> AugmentConfig:
     return AUGMENT_PRESETS[name]
 
 
+def reinit_notes(report: LoadReport, num_classes: int, model_keys: list[str], max_names: int = 12) -> list[str]:
+    """Lines naming the tensors that kept the fresh model's initialisation (``load_weights`` left them alone),
+    in the model's order (``model_keys``), not the checkpoint's (safetensors sorts its keys)."""
+
+    def names(keys: list[str]) -> str:
+        more = f", ... ({len(keys) - max_names} more)" if len(keys) > max_names else ""
+        return ", ".join(keys[:max_names]) + more
+
+    notes = []
+    if report.skipped_shape:
+        position = {key: i for i, key in enumerate(model_keys)}
+        keys = sorted((key for key, _, _ in report.skipped_shape), key=position.__getitem__)
+        ckpt_classes = {shape[0] for key, shape, _ in report.skipped_shape if ".cls_preds." in key}
+        if len(ckpt_classes) == 1 and all(".cls_preds." in key for key in keys):  # another num_classes only
+            why = f"for {num_classes} classes (checkpoint has {ckpt_classes.pop()})"
+        else:
+            why = "whose shapes differ from the checkpoint's"
+        notes.append(f"re-initialised {len(keys)} tensors {why}: {names(keys)}")
+    if report.missing:
+        notes.append(f"{len(report.missing)} tensors not in the checkpoint keep their initialisation: "
+                     f"{names(report.missing)}")  # fmt: skip
+    return notes
+
+
 def _val_data(cfg: TrainConfig, ctx: DistContext, input_hw: tuple[int, int]) -> ValData | None:
     try:
         ann_file, image_dir = resolve_split(cfg.data, "val")
@@ -135,8 +159,13 @@ def build_run(cfg: TrainConfig, ctx: DistContext) -> TrainRun:
             raise ValueError(f"bad model preset or override: {exc}") from exc
     model = build_from_config(model_cfg)
     if cfg.weights and ckpt is None:
-        state_dict, source = extract_state_dict(read_checkpoint(cfg.weights))
-        notes.append(f"initial weights {cfg.weights} ({source}): {load_weights(model, state_dict).summary()}")
+        # Released ONNX weights get their BatchNorm statistics from the training images unless told otherwise.
+        state_dict, source, import_notes = read_initial_weights(cfg.weights, model_cfg.name,
+                                                                cfg.calibration_images or image_dir)  # fmt: skip
+        report = load_weights(model, state_dict)
+        notes.append(f"initial weights {cfg.weights} ({source}): {report.summary()}")
+        notes.extend(import_notes)
+        notes.extend(reinit_notes(report, model_cfg.num_classes, list(model.state_dict())))
     model.to(ctx.device)
     if cfg.sync_bn and ctx.distributed and ctx.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
