@@ -28,12 +28,10 @@ lint: setup-dev
 test: lint
 	$(BIN)/python -m pytest -q -ra
 
-# Reproduces the embedded default model (model/assets/): dataset, training, weights, bundle. ~1 h on 2 CPU cores.
-DEFAULT_RUN ?= runs/default-nano
+# Rebuilds the embedded default model (model/assets/) from Megvii's released COCO YOLOX-Nano in ../shared:
+# ONNX import (BatchNorm statistics from coco-tiny) -> safetensors -> bundle, then its COCO AP on coco-tiny.
+SHARED ?= ../shared
 default-model: setup-dev
-	$(BIN)/yoloxpai make-dataset shapes --out data/shapes --train 2000 --val 200 --img-size 320 --seed 0
-	OMP_NUM_THREADS=1 $(BIN)/yoloxpai train --arch yolox-nano --data data/shapes --out $(DEFAULT_RUN) --epochs 35 \
-		-b 16 --img-size 256 --workers 1 --lr-per-img 0.0025 --warmup-epochs 3 --no-aug-epochs 4 \
-		--multiscale-sizes 6 10 --eval-interval 5 --no-progress
-	$(BIN)/python -m model.assets.build_default --run $(DEFAULT_RUN)
-	$(BIN)/yoloxpai eval --bundle model/assets/default_bundle --data data/shapes
+	$(BIN)/python -m model.assets.build_default --onnx $(SHARED)/weights/yolox_nano_coco.onnx \
+		--calibration-images $(SHARED)/data/coco-tiny
+	$(BIN)/yoloxpai eval --bundle model/assets/default_bundle --data $(SHARED)/data/coco-tiny
