@@ -32,8 +32,8 @@ import torch  # noqa: E402
 
 from bench.machine import describe  # noqa: E402
 from model.data.shapes import make_shapes_dataset  # noqa: E402
+from model.distributed import init_distributed  # noqa: E402
 from model.train.config import FINETUNE_LR_SCALE, FINETUNE_WARMUP_EPOCHS, TrainConfig  # noqa: E402
-from model.train.distributed import init_distributed  # noqa: E402
 from model.train.loop import train, train_one_epoch  # noqa: E402
 from model.train.monitor import Monitor  # noqa: E402
 from model.train.run import build_run  # noqa: E402

@@ -19,9 +19,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from model.config import InputConvention
+from model.distributed import DistContext, broadcast_object, gather_to_main
+from model.inputs import to_device, to_network_batch
 from model.postprocess import postprocess
-from model.train.distributed import DistContext, broadcast_object, gather_to_main
-from model.train.inputs import to_device, to_network_batch
 
 STAT_NAMES = (
     "AP50:95", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",

@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     from model.data.errors import DatasetError
     from model.data.layout import resolve_split
     from model.data.loader import build_eval_loader
+    from model.distributed import init_distributed, shutdown_distributed
     from model.evaluate import evaluate, format_result
-    from model.train.distributed import init_distributed, shutdown_distributed
 
     try:
         model, info = load_model(args.weights, arch=args.arch, calibration_images=args.calibration_images)

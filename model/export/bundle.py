@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import importlib.metadata
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -32,7 +33,6 @@ from model.export.parity import ParityReport, compare_detections, parity_images
 from model.export.torchscript_export import export_torchscript
 from model.fuse import reparameterize
 from model.transforms import Preprocess
-from yoloxpai import __version__
 
 # precision -> formats that support it (the artifact records it; runtimes apply it at load time)
 SUPPORTED_PRECISIONS = {
@@ -41,6 +41,14 @@ SUPPORTED_PRECISIONS = {
     "openvino": ("fp32", "bf16", "fp16"),
     "tensorrt": ("fp32", "fp16"),
 }
+
+
+def distribution_version() -> str:
+    """The installed ``yoloxpai`` version; read from package metadata so ``model`` never imports ``yoloxpai``."""
+    try:
+        return importlib.metadata.version("yoloxpai")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
 
 
 @dataclass(frozen=True)
@@ -156,7 +164,7 @@ def export_bundle(
             models=models,
             files=files,
             source_checkpoint_sha256=sha256_file(weights),
-            yoloxpai_version=__version__,
+            yoloxpai_version=distribution_version(),
             created_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         )
         write_bundle_meta(tmp, meta)

@@ -2,7 +2,8 @@
 
 Module map: ``config`` (stdlib only), ``defaults`` (the CLI's fine-tune and short-run defaults, stdlib), ``run``
 (build model/data/optimizer, resume), ``loop`` (the loop, eval, checkpoints), ``optim`` (parameter groups, lr
-schedule), ``ema``, ``multiscale``, ``distributed``, ``checkpoint`` (atomic writes, rng state), ``monitor``
-(progress bar, TensorBoard, JSONL), ``inputs`` (input convention on the device). This package imports nothing
-at import time.
+schedule), ``ema``, ``multiscale``, ``distributed`` (DDP wrapping and the training-only collectives),
+``checkpoint`` (atomic writes, rng state), ``monitor`` (progress bar, TensorBoard, JSONL). Shared with evaluation,
+so kept below this package: ``model.inputs`` (input convention on the device) and ``model.distributed`` (process
+group, ``DistContext``). This package imports nothing at import time.
 """

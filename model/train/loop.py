@@ -17,18 +17,13 @@ from pathlib import Path
 import torch
 
 from model.checkpoint import CHECKPOINT_FORMAT
+from model.distributed import init_distributed, shutdown_distributed
 from model.evaluate import EvalResult, evaluate, format_result
+from model.inputs import to_device, to_network_batch
 from model.train.checkpoint import FORMAT_VERSION, atomic_save, cpu_state, rng_state
 from model.train.config import TrainConfig
-from model.train.distributed import (
-    all_reduce_norm_stats,
-    barrier,
-    broadcast_ints,
-    init_distributed,
-    shutdown_distributed,
-)
+from model.train.distributed import all_reduce_norm_stats, barrier, broadcast_ints
 from model.train.ema import unwrap
-from model.train.inputs import to_device, to_network_batch
 from model.train.monitor import Monitor
 from model.train.multiscale import resize_batch
 from model.train.optim import set_lr

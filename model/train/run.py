@@ -24,10 +24,11 @@ from model.data.errors import DatasetError
 from model.data.layout import resolve_split
 from model.data.loader import TrainLoader, build_eval_loader, build_train_loader
 from model.data.train_dataset import TrainDataset
+from model.distributed import DistContext
 from model.loss import YoloxLoss
 from model.train.checkpoint import read_training_checkpoint, restore_rng_state
 from model.train.config import TrainConfig
-from model.train.distributed import DistContext, wrap_model
+from model.train.distributed import wrap_model
 from model.train.ema import ModelEMA
 from model.train.multiscale import MultiscalePolicy, multiscale_sizes_32
 from model.train.optim import WarmCosSchedule, build_optimizer

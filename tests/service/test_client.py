@@ -1,7 +1,9 @@
-"""The Python clients against a real server: REST and gRPC detection, a video file streamed and drawn, the CLI."""
+"""The Python clients (``yoloxpai.client``) against a real server: REST and gRPC detection, a video file
+streamed and drawn, the CLI; and importing the client loads none of the server."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -10,10 +12,10 @@ import grpc
 import numpy as np
 import pytest
 
-from service.client import DetectError, GrpcClient, RestClient, draw_detections, stream_video
-from service.client.results import Detection
 from tests.service.conftest import sample_image
 from tests.service.servers import REPO
+from yoloxpai.client import DetectError, GrpcClient, RestClient, draw_detections, stream_video
+from yoloxpai.client.results import Detection
 
 
 def test_rest_and_grpc_clients_agree(server, tmp_path):
@@ -63,7 +65,7 @@ def test_cli_on_an_image(server, tmp_path):
     out = tmp_path / "out.jpg"
     for flags in (["--rest", server.http_url], ["--grpc", server.grpc_target]):
         done = subprocess.run(
-            [sys.executable, "-m", "service.client", str(path), *flags, "--out", str(out)],
+            [sys.executable, "-m", "yoloxpai.client", str(path), *flags, "--out", str(out)],
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -71,3 +73,20 @@ def test_cli_on_an_image(server, tmp_path):
         )
         assert done.returncode == 0, done.stderr
         assert '"model": "tiny"' in done.stdout and cv2.imread(str(out)).shape == (96, 128, 3)
+
+
+SERVER_MODULES = (
+    "fastapi", "uvicorn", "starlette", "onnxruntime", "openvino", "torch", "prometheus_client", "pydantic",
+)  # fmt: skip
+
+
+def test_client_imports_none_of_the_server():
+    # A fresh interpreter: the test process itself has the server loaded.
+    code = "import json, sys, yoloxpai.client\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    loaded = set(json.loads(done.stdout))
+    assert "yoloxpai.client" in loaded
+    assert [m for m in loaded if m.split(".")[0] in SERVER_MODULES] == []
+    service = [m for m in loaded if m.split(".")[0] == "service"]
+    assert [m for m in service if m not in ("service", "service.pb") and not m.startswith("service.pb.")] == []
+    assert "service.pb.yoloxpai.v1.detection_pb2_grpc" in service

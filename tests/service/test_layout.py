@@ -44,7 +44,7 @@ def test_generated_protobuf_code_is_up_to_date(tmp_path):
 
 def test_serving_imports_no_torch():
     code = (
-        "import importlib.util, sys, service.server, service.cli, service.client\n"
+        "import importlib.util, sys, service.server, service.cli, yoloxpai.client\n"
         "if importlib.util.find_spec('model.predictor'): import model.predictor, model.artifacts\n"
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )

@@ -8,9 +8,9 @@ import subprocess
 import httpx
 import pytest
 
-from service.client import GrpcClient, RestClient
 from tests.service.conftest import server_settings
 from tests.service.servers import ServerThread
+from yoloxpai.client import GrpcClient, RestClient
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from model.distributed import init_distributed, shutdown_distributed
 from model.train.config import TrainConfig
-from model.train.distributed import init_distributed, shutdown_distributed
 from model.train.ema import unwrap
 from model.train.loop import fit
 from model.train.run import build_run

@@ -12,9 +12,9 @@ from model.artifacts import default_weights_path
 from model.checkpoint import LoadReport, save_weights
 from model.cli.train import build_config
 from model.config import get_config
+from model.distributed import init_distributed
 from model.train.config import TrainConfig
 from model.train.defaults import short_run_schedule
-from model.train.distributed import init_distributed
 from model.train.ema import unwrap
 from model.train.run import build_run, reinit_notes, seed_everything
 from model.yolox import build_from_config

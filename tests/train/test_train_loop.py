@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from model.checkpoint import load_model
+from model.distributed import init_distributed
 from model.train.config import TrainConfig
-from model.train.distributed import init_distributed
 from model.train.loop import fit, train
 from model.train.run import build_run
 from yoloxpai.cli import main

@@ -10,7 +10,7 @@ import cv2
 import httpx
 import numpy as np
 
-from service.client.results import Detection, ImageDetections
+from yoloxpai.client.results import Detection, ImageDetections
 
 ImageLike = bytes | str | Path | np.ndarray
 

@@ -1,4 +1,5 @@
-"""The device-side half of preprocessing for training and evaluation batches.
+"""The device-side half of preprocessing for training and evaluation batches (used by ``model.train`` and
+``model.evaluate``, so it lives below both).
 
 Loaders deliver letterboxed uint8 BGR ``[B, 3, H, W]``; the preset's ``InputConvention`` (channel order, mean/std)
 is applied here, on the device, so the same loader serves Megvii (BGR, 0..255) and EasyCV (RGB, ImageNet) presets.

@@ -10,9 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from service.client.draw import draw_detections
-from service.client.grpc_client import GrpcClient
-from service.client.results import ImageDetections
+from yoloxpai.client.draw import draw_detections
+from yoloxpai.client.grpc_client import GrpcClient
+from yoloxpai.client.results import ImageDetections
 
 
 def open_source(source: str | int) -> cv2.VideoCapture:

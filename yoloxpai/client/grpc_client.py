@@ -7,10 +7,10 @@ from collections.abc import Iterable, Iterator
 import grpc
 import numpy as np
 
-from service.client.rest_client import ImageLike, to_jpeg_bytes
-from service.client.results import Detection, ImageDetections
 from service.pb.yoloxpai.v1 import detection_pb2 as pb
 from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
+from yoloxpai.client.rest_client import ImageLike, to_jpeg_bytes
+from yoloxpai.client.results import Detection, ImageDetections
 
 MESSAGE_LIMIT_BYTES = 64 * 1024 * 1024
 

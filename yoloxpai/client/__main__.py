@@ -1,4 +1,4 @@
-"""``python -m service.client``: detect objects in an image, or stream a video file / camera, and draw them."""
+"""``python -m yoloxpai.client``: detect objects in an image, or stream a video file / camera, and draw them."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import cv2
 
-from service.client import GrpcClient, RestClient, draw_detections, stream_video
+from yoloxpai.client import GrpcClient, RestClient, draw_detections, stream_video
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="python -m service.client", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m yoloxpai.client", description=__doc__)
     parser.add_argument("source", help="an image file, a video file, or a camera index (0)")
     protocol = parser.add_mutually_exclusive_group()
     protocol.add_argument("--rest", metavar="URL", help="REST base URL (default for images: http://localhost:8000)")
