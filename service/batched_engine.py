@@ -1,61 +1,31 @@
-"""The engine implementation: admission, deadlines, decode pool, one batcher + worker pool per model, drain.
+"""The engine implementation: model lifecycle, admission, deadlines and drain over one ``ModelUnit`` per model.
 
-Request path: ``_admit`` (ready? draining? queue capacity, all or nothing) -> decode + preprocess in the decode
-pool (bounded by the deadline) -> ``batcher.submit`` -> the batch runs on a worker thread -> the future resolves.
-An image that finds its model idle (nothing queued, nothing else admitted, an instance free) takes the direct path
-instead: decode, infer and postprocess in one call on that instance's thread (``ModelRuntime.run_direct``).
-Per-model statistics (Triton's counters) and the event metrics are recorded here and in ``runtime``; the front
-ends record only their transport-level request metric. Imports ``model`` only through ``service.bundles``.
+Request path: ``_admit`` (ready? draining? options valid? queue capacity: all or nothing) -> one
+``ModelUnit.submit`` per image (the unit picks the idle direct path or its batcher, decodes, runs, records Triton's
+counters) -> ``_settle`` releases what the request still holds. Calls go one way: front ends -> engine -> unit ->
+batch execution; the units never call back. The front ends record only their transport-level request metric
+(``service.accounting``) through ``telemetry``. Imports ``model`` only through ``service.bundles``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from service import bundles
 from service.bundles import ConfigError, PredictorLoader
-from service.engine import DetectOptions, DetectResult, Engine, ModelInfo, StageTiming
-from service.errors import (
-    DeadlineExceeded,
-    InferenceFailed,
-    InvalidImage,
-    InvalidOption,
-    ModelNotFound,
-    NotReady,
-    Overloaded,
-    ServiceError,
-)
+from service.engine import DetectResult, Engine, ModelInfo, Submission, Telemetry
+from service.errors import InvalidImage, InvalidOption, ModelNotFound, NotReady, Overloaded, ServiceError
 from service.imaging import ImageInput
 from service.metrics import Metrics, ModelState
-from service.runtime import Encoded, ItemOutput, ModelRuntime, Prepared, ResolvedOptions, load_model_runtime
+from service.model_loading import load_model_unit
+from service.model_unit import ModelUnit, Ticket, failure_reason
+from service.options import ResolvedOptions
 from service.settings import Settings
-from service.stats import REASON_BACKEND, REASON_CANCELED, REASON_OTHER, REASON_REJECTED, StatsSnapshot
 
 log = logging.getLogger(__name__)
-
-
-def failure_reason(error: BaseException) -> str:
-    """Triton's failure reason for an error."""
-    if isinstance(error, (Overloaded, NotReady, DeadlineExceeded)):
-        return REASON_REJECTED
-    if isinstance(error, asyncio.CancelledError):
-        return REASON_CANCELED
-    if isinstance(error, InferenceFailed):
-        return REASON_BACKEND
-    return REASON_OTHER
-
-
-@dataclass
-class _Ticket:
-    """One admitted image: whether it still holds a queue reservation (released when the request settles)."""
-
-    reserved: bool = True
-    priority_level: int = 0
 
 
 class BatchedEngine(Engine):
@@ -67,7 +37,7 @@ class BatchedEngine(Engine):
         self.settings = settings
         self.metrics = metrics or Metrics()
         self._loader = loader or bundles.load_predictor
-        self._models: dict[str, ModelRuntime] = {}
+        self._models: dict[str, ModelUnit] = {}
         self._default: str | None = None
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self._ready = False
@@ -85,17 +55,17 @@ class BatchedEngine(Engine):
         """Load and warm every bundle, start the batchers, then report ready."""
         specs = bundles.bundle_specs(self.settings)
         for spec in specs:
-            runtime = await load_model_runtime(spec, self.settings, self.metrics, self._loader, self._decode_pool)
-            if runtime.name in self._models:
-                runtime.close()
-                raise ConfigError(f"two bundles are served as {runtime.name!r}: name them with --bundle NAME=PATH")
-            self._models[runtime.name] = runtime
+            unit = await load_model_unit(spec, self.settings, self.metrics, self._loader, self._decode_pool)
+            if unit.name in self._models:
+                unit.close()
+                raise ConfigError(f"two bundles are served as {unit.name!r}: name them with --bundle NAME=PATH")
+            self._models[unit.name] = unit
         default = self.settings.default_model or next(iter(self._models))
         if default not in self._models:
             raise ConfigError(f"default model {default!r} is not among the served models {sorted(self._models)}")
         self._default = default
-        for runtime in self._models.values():
-            runtime.batcher.start().add_done_callback(lambda task, name=runtime.name: self._batcher_ended(name, task))
+        for unit in self._models.values():
+            unit.batcher.start().add_done_callback(lambda task, name=unit.name: self._batcher_ended(name, task))
         self._ready = True
 
     def _batcher_ended(self, name: str, task: asyncio.Task) -> None:
@@ -124,9 +94,9 @@ class BatchedEngine(Engine):
     async def close(self) -> None:
         """Stop batchers and threads (after ``drain``)."""
         self._shutting_down = True
-        for runtime in self._models.values():
-            await runtime.batcher.stop()
-            runtime.close()
+        for unit in self._models.values():
+            await unit.batcher.stop()
+            unit.close()
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- Engine interface ----------------------------------------------------------------------------------
@@ -157,19 +127,12 @@ class BatchedEngine(Engine):
 
     def model_info(self, name: str | None = None) -> ModelInfo:
         """One loaded model."""
-        return self._runtime(name).info
+        return self._unit(name).info
 
-    def statistics(self, name: str) -> StatsSnapshot:
-        """Per-model statistics snapshot."""
-        return self._runtime(name).stats.snapshot()
-
-    def observe_request(self, protocol: str, model: str, code: str, duration_s: float) -> None:
-        """Transport-level request metric."""
-        self.metrics.observe_request(protocol, model, code, duration_s)
-
-    def metrics_text(self) -> bytes:
-        """Prometheus exposition."""
-        return self.metrics.render()
+    @property
+    def telemetry(self) -> Telemetry:
+        """The server's metrics (request metrics, statistics, the Prometheus text)."""
+        return self.metrics
 
     def model_states(self) -> list[ModelState]:
         """Scrape-time state of every model (``metrics.StateSource``)."""
@@ -186,44 +149,28 @@ class BatchedEngine(Engine):
             for r in self._models.values()
         ]
 
-    async def detect(
-        self,
-        image: ImageInput,
-        *,
-        model: str | None = None,
-        options: DetectOptions | None = None,
-        timeout_s: float | None = None,
-        priority: int = 0,
-    ) -> DetectResult:
-        """One image through the shared batcher."""
-        level = self.priority_level(priority)  # before admission: a refusal must not hold a reservation
-        runtime, resolved, deadline_s = self._admit(model, options, timeout_s, 1)
-        ticket = _Ticket(priority_level=level)
+    async def submit_one(self, image: ImageInput, request: Submission) -> DetectResult:
+        """One image through its model's unit."""
+        level = self.priority_level(request.priority)  # before admission: a refusal must not hold a reservation
+        unit, resolved, deadline_s = self._admit(request, 1)
+        ticket = Ticket(priority_level=level)
         try:
-            return await self._detect_one(runtime, image, resolved, deadline_s, ticket)
+            return await unit.submit(image, resolved, deadline_s, ticket)
         finally:
-            self._settle(runtime, [ticket])
+            self._settle(unit, [ticket])
 
-    async def detect_many(
-        self,
-        images: Sequence[ImageInput],
-        *,
-        model: str | None = None,
-        options: DetectOptions | None = None,
-        timeout_s: float | None = None,
-        priority: int = 0,
-    ) -> list[DetectResult]:
+    async def submit(self, images: Sequence[ImageInput], request: Submission) -> list[DetectResult]:
         """Several images, admitted together; the first error cancels the rest."""
         if not images:
             raise InvalidImage("the request holds no image")
         if len(images) == 1:
-            return [await self.detect(images[0], model=model, options=options, timeout_s=timeout_s, priority=priority)]
-        level = self.priority_level(priority)
-        runtime, resolved, deadline_s = self._admit(model, options, timeout_s, len(images))
-        tickets = [_Ticket(priority_level=level) for _ in images]
+            return [await self.submit_one(images[0], request)]
+        level = self.priority_level(request.priority)
+        unit, resolved, deadline_s = self._admit(request, len(images))
+        tickets = [Ticket(priority_level=level) for _ in images]
         loop = asyncio.get_running_loop()
         tasks = [
-            loop.create_task(self._detect_one(runtime, image, resolved, deadline_s, ticket))
+            loop.create_task(unit.submit(image, resolved, deadline_s, ticket))
             for image, ticket in zip(images, tickets, strict=True)
         ]
         try:
@@ -232,7 +179,7 @@ class BatchedEngine(Engine):
             for task in tasks:
                 task.cancel()  # no-op for finished ones
             outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-            self._settle(runtime, tickets)
+            self._settle(unit, tickets)
         for outcome in outcomes:
             if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                 raise outcome
@@ -240,14 +187,14 @@ class BatchedEngine(Engine):
 
     # -- request path --------------------------------------------------------------------------------------
 
-    def _runtime(self, name: str | None) -> ModelRuntime:
+    def _unit(self, name: str | None) -> ModelUnit:
         key = name or self._default
-        runtime = self._models.get(key) if key else None
-        if runtime is None:
+        unit = self._models.get(key) if key else None
+        if unit is None:
             if not self._ready and not self._models:
                 raise NotReady("server is not ready: models are loading")
             raise ModelNotFound(f"no model named {name!r}; served: {sorted(self._models)}")
-        return runtime
+        return unit
 
     def priority_level(self, priority: int) -> int:
         """Triton's rule: 1..priority_levels is a level (1 most urgent); 0 or beyond -> the default level."""
@@ -261,104 +208,38 @@ class BatchedEngine(Engine):
         default_s = self.settings.request_timeout_ms / 1000.0
         return default_s if client_timeout_s is None else min(client_timeout_s, default_s)
 
-    def _admit(
-        self, model: str | None, options: DetectOptions | None, timeout_s: float | None, n: int
-    ) -> tuple[ModelRuntime, ResolvedOptions, float]:
-        runtime = self._runtime(model)
+    def _admit(self, request: Submission, n: int) -> tuple[ModelUnit, ResolvedOptions, float]:
+        unit = self._unit(request.model)
         try:
             if self._draining.is_set():
-                self._reject(runtime, "draining", n)
+                self._reject(unit, "draining", n)
                 raise NotReady("server is draining; retry on another replica", draining=True)
             if not self._ready or self._broken is not None:
-                self._reject(runtime, "not_ready", n)
+                self._reject(unit, "not_ready", n)
                 raise NotReady(self._broken or "server is not ready: models are loading")
-            resolved = runtime.resolve_options(options)
+            resolved = unit.resolve_options(request.options)
             try:
-                runtime.batcher.reserve(n)
+                unit.batcher.reserve(n)
             except Overloaded:
-                self._reject(runtime, "queue_full", n)
+                self._reject(unit, "queue_full", n)
                 raise
         except ServiceError as exc:
             for _ in range(n):
-                runtime.stats.record_failure(failure_reason(exc))
+                unit.stats.record_failure(failure_reason(exc))
             raise
-        runtime.inflight += n
+        unit.inflight += n
         self._inflight += n
         self._idle.clear()
-        return runtime, resolved, asyncio.get_running_loop().time() + self._timeout_s(timeout_s)
+        return unit, resolved, asyncio.get_running_loop().time() + self._timeout_s(request.timeout_s)
 
-    def _reject(self, runtime: ModelRuntime, reason: str, n: int) -> None:
-        self.metrics.rejected.labels(runtime.name, reason).inc(n)
+    def _reject(self, unit: ModelUnit, reason: str, n: int) -> None:
+        self.metrics.rejected.labels(unit.name, reason).inc(n)
 
-    def _settle(self, runtime: ModelRuntime, tickets: list[_Ticket]) -> None:
+    def _settle(self, unit: ModelUnit, tickets: list[Ticket]) -> None:
         unsubmitted = sum(t.reserved for t in tickets)
         if unsubmitted:
-            runtime.batcher.release(unsubmitted)
-        runtime.inflight -= len(tickets)
+            unit.batcher.release(unsubmitted)
+        unit.inflight -= len(tickets)
         self._inflight -= len(tickets)
         if self._inflight == 0:
             self._idle.set()
-
-    async def _detect_one(
-        self, runtime: ModelRuntime, image: ImageInput, options: ResolvedOptions, deadline_s: float, ticket: _Ticket
-    ) -> DetectResult:
-        start_ns = time.perf_counter_ns()
-        try:
-            worker = runtime.idle_worker()
-            if worker is not None:  # nothing else to do: decode and run on the instance's thread, no batcher
-                ticket.reserved = False
-                runtime.batcher.release(1)
-                output = await runtime.run_direct(worker, image, options, deadline_s)
-            else:
-                output = await self._through_batcher(runtime, image, options, deadline_s, ticket)
-        except ServiceError as exc:
-            runtime.stats.record_failure(failure_reason(exc), time.perf_counter_ns() - start_ns)
-            raise
-        except asyncio.CancelledError:
-            runtime.stats.record_failure(REASON_CANCELED, time.perf_counter_ns() - start_ns)
-            raise
-        except Exception as exc:  # a bug below us: answer 500, never hang
-            log.exception("unexpected error serving %s", runtime.name)
-            runtime.stats.record_failure(REASON_BACKEND, time.perf_counter_ns() - start_ns)
-            raise InferenceFailed(f"internal error: {type(exc).__name__}: {exc}") from exc
-        runtime.stats.record_success(time.perf_counter_ns() - start_ns)
-        return _to_result(runtime, output)
-
-    async def _through_batcher(
-        self, runtime: ModelRuntime, image: ImageInput, options: ResolvedOptions, deadline_s: float, ticket: _Ticket
-    ) -> ItemOutput:
-        payload: Prepared | Encoded
-        if runtime.decode_mode == "batch":
-            payload = Encoded(image, options)  # the worker decodes it with its batch
-        else:
-            loop = asyncio.get_running_loop()
-            decoding = loop.run_in_executor(self._decode_pool, runtime.prepare, image, options)
-            try:
-                payload = await asyncio.wait_for(decoding, timeout=max(deadline_s - loop.time(), 0.0))
-            except asyncio.TimeoutError:
-                self.metrics.expired.labels(runtime.name).inc()
-                raise DeadlineExceeded("deadline passed while decoding") from None
-        ticket.reserved = False  # submit consumes the reservation, even when it raises
-        return await runtime.batcher.submit(payload, deadline_s, ticket.priority_level)
-
-
-def _to_result(runtime: ModelRuntime, output: ItemOutput) -> DetectResult:
-    dets = output.detections
-    names = runtime.info.class_names
-    class_ids = dets.class_ids
-    return DetectResult(
-        model=runtime.name,
-        model_version=runtime.info.version,
-        width=output.image_hw[1],
-        height=output.image_hw[0],
-        boxes_xyxy=dets.boxes_xyxy,
-        scores=dets.scores,
-        class_ids=class_ids,
-        class_names=tuple(names[i] if 0 <= i < len(names) else str(i) for i in class_ids.tolist()),
-        timing=StageTiming(
-            decode_ms=output.decode_ns / 1e6,
-            queue_ms=output.queue_ns / 1e6,
-            inference_ms=output.infer_ns / 1e6,
-            postprocess_ms=output.output_ns / 1e6,
-        ),
-    )

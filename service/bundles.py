@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.predictor_api import Predictor
 from service.settings import Settings
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 # (path, backend, device, threads, spin) -> a Predictor (``model.predictor.Predictor`` or a test double).
-PredictorLoader = Callable[[Path, str, str, "int | None", bool], Any]
+PredictorLoader = Callable[[Path, str, str, "int | None", bool], Predictor]
 
 
 class ConfigError(Exception):
@@ -74,7 +75,7 @@ def bundle_specs(settings: Settings) -> list[BundleSpec]:
     return [BundleSpec(path)]
 
 
-def load_predictor(path: Path, backend: str, device: str, threads: int | None, spin: bool) -> Any:
+def load_predictor(path: Path, backend: str, device: str, threads: int | None, spin: bool) -> Predictor:
     """Load one predictor instance; bundle problems become ``ConfigError`` naming the bundle.
 
     ``spin``: the runtime's intra-op threads spin-wait between parallel sections (ONNX Runtime).

@@ -1,9 +1,11 @@
 """The one interface between the front ends (REST, gRPC, OIP) and the model: :class:`Engine`.
 
 Transports decode their wire format into :mod:`service.imaging` inputs and :class:`DetectOptions`, call
-``detect``/``detect_many``, and encode a :class:`DetectResult`; they never see batching, workers or predictors.
-Everything here is protocol-agnostic: the protocol is only a label on request metrics. Imports nothing from
-``model`` (the implementation, ``service.batched_engine``, does).
+``detect``/``detect_many`` (cancelling the awaiting task cancels the request), read health and the model list,
+and encode a :class:`DetectResult`; they never see batching, workers or predictors. Metrics and statistics reach
+them as one object, ``engine.telemetry`` (:class:`Telemetry`). Everything here is protocol-agnostic: the protocol
+is only a label on request metrics. Imports nothing from ``model`` (the implementation does, through
+``service.model_loading``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import abc
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -76,10 +79,35 @@ class ModelInfo:
     path: str
 
 
+class Telemetry(Protocol):
+    """What front ends record and read: request metrics, per-model statistics, the Prometheus text."""
+
+    def observe_request(self, protocol: str, model: str, code: str, duration_s: float) -> None:
+        """Record one transport request (``protocol``: rest, grpc, oip_rest, oip_grpc; ``code``: ok or error)."""
+        ...
+
+    def statistics(self, name: str) -> StatsSnapshot:
+        """Triton-style statistics of a served model (``/v2/models/{m}/stats``, ``ModelStatistics``)."""
+        ...
+
+    def render(self) -> bytes:
+        """The Prometheus exposition text."""
+        ...
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Where and how one request's images go (see :meth:`Engine.detect`)."""
+
+    model: str | None = None  # None: the default model
+    options: DetectOptions | None = None
+    timeout_s: float | None = None  # the client's deadline
+    priority: int = 0  # Triton's: 1 most urgent, 0 the default level
+
+
 class Engine(abc.ABC):
     """Decode -> dynamic batcher -> worker pool -> postprocess, shared by every front end."""
 
-    @abc.abstractmethod
     async def detect(
         self,
         image: ImageInput,
@@ -96,8 +124,8 @@ class Engine(abc.ABC):
         beyond the configured levels) means the default level. Cancelling the awaiting task drops the request
         before compute.
         """
+        return await self.submit_one(image, Submission(model, options, timeout_s, priority))
 
-    @abc.abstractmethod
     async def detect_many(
         self,
         images: Sequence[ImageInput],
@@ -109,6 +137,15 @@ class Engine(abc.ABC):
     ) -> list[DetectResult]:
         """Detect objects in several images of one request: admitted together, batched with everyone else,
         failing (and cancelling the rest) on the first error."""
+        return await self.submit(images, Submission(model, options, timeout_s, priority))
+
+    @abc.abstractmethod
+    async def submit_one(self, image: ImageInput, request: Submission) -> DetectResult:
+        """``detect``'s work."""
+
+    @abc.abstractmethod
+    async def submit(self, images: Sequence[ImageInput], request: Submission) -> list[DetectResult]:
+        """``detect_many``'s work."""
 
     @abc.abstractmethod
     def models(self) -> list[ModelInfo]:
@@ -117,10 +154,6 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def model_info(self, name: str | None = None) -> ModelInfo:
         """One model (``None`` = the default); raises ``ModelNotFound``."""
-
-    @abc.abstractmethod
-    def statistics(self, name: str) -> StatsSnapshot:
-        """Triton-style per-model statistics (``/v2/models/{m}/stats``, ``ModelStatistics``)."""
 
     @abc.abstractmethod
     def is_live(self) -> bool:
@@ -135,10 +168,7 @@ class Engine(abc.ABC):
     def draining(self) -> asyncio.Event:
         """Set when shutdown begins: long-lived streams stop taking frames and finish."""
 
+    @property
     @abc.abstractmethod
-    def observe_request(self, protocol: str, model: str, code: str, duration_s: float) -> None:
-        """Record one transport request (``protocol``: rest, grpc, oip_rest, oip_grpc; ``code``: ok or error)."""
-
-    @abc.abstractmethod
-    def metrics_text(self) -> bytes:
-        """The Prometheus exposition text."""
+    def telemetry(self) -> Telemetry:
+        """Request metrics, per-model statistics and the Prometheus text."""

@@ -124,8 +124,28 @@ GRPC_CODE: dict[type[ServiceError], grpc.StatusCode] = {
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
-# Errors after which a retry (elsewhere or later) is the right reaction: REST adds `Retry-After`.
+# Errors after which a retry (elsewhere or later) is the right reaction: a retry hint goes with them.
 RETRYABLE: tuple[type[ServiceError], ...] = (Overloaded, NotReady)
+
+
+class ClientGone(Exception):
+    """The client went away (disconnected, cancelled) before its answer was ready: nobody to answer, nothing is
+    sent; counted as ``cancelled``. Not a ``ServiceError``."""
+
+
+def http_headers(error: ServiceError, retry_after_s: int) -> dict[str, str]:
+    """The headers that go with an HTTP error answer: the retry hint, the authentication scheme."""
+    headers = {}
+    if isinstance(error, RETRYABLE):
+        headers["Retry-After"] = str(retry_after_s)
+    if isinstance(error, Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    return headers
+
+
+def grpc_trailers(error: ServiceError, retry_after_s: int) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata that goes with a gRPC error status: the same retry hint as HTTP's."""
+    return (("retry-after", str(retry_after_s)),) if isinstance(error, RETRYABLE) else ()
 
 
 def http_status(error: ServiceError) -> int:

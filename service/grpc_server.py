@@ -1,32 +1,24 @@
-"""gRPC front end (grpc.aio): ``yoloxpai.v1.Detector`` + ``grpc.health.v1`` + server reflection, and the Open
-Inference Protocol's ``inference.GRPCInferenceService`` (``service.oip.grpc_service``) on the same server.
+"""gRPC front end for ``yoloxpai.v1.Detector`` (grpc.aio): ``Detect``, ``DetectStream``, ``ListModels``.
 
 Thin: protobuf -> engine inputs -> ``engine.detect`` -> protobuf; domain errors become statuses through
-``service.errors.GRPC_CODE`` (unary calls) or an in-band ``Status`` (stream frames). With ``service.oip``, the only
-code that imports the generated ``service.pb`` modules on the server side. Reflection lists ``yoloxpai.v1`` and
-health only: the ``inference`` protos live in a private descriptor pool (see ``proto/gen.py``), which the
-reflection service cannot read beside the default one. ``create_server`` returns a bound, not yet started server
-so tests can bind port 0. Imports nothing from ``model``.
+``service.errors.GRPC_CODE`` (unary calls) or an in-band ``Status`` (stream frames). The server that hosts it beside
+the Open Inference Protocol, health and reflection is ``service.grpc_host``. Imports nothing from ``model``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import time
 from collections.abc import AsyncIterator
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from service import errors
+from service.accounting import counted
+from service.auth import check_grpc_key
 from service.engine import DetectOptions, DetectResult, Engine
-from service.errors import InvalidImage, ServiceError, Unauthenticated
+from service.errors import InvalidImage, ServiceError
 from service.imaging import EncodedImage, ImageInput, RawImage
-from service.oip import grpc_service as oip_grpc
-from service.oip.serving import counted
 from service.pb.yoloxpai.v1 import detection_pb2 as pb
 from service.pb.yoloxpai.v1 import detection_pb2_grpc as pb_grpc
 from service.settings import Settings
@@ -35,8 +27,6 @@ from service.streaming import windowed_stream
 PROTOCOL = "grpc"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Detector"].full_name  # "yoloxpai.v1.Detector"
 _CHANNEL_ORDER = {pb.CHANNEL_ORDER_UNSPECIFIED: "bgr", pb.CHANNEL_ORDER_BGR: "bgr", pb.CHANNEL_ORDER_RGB: "rgb"}
-# gRPC's own floor for the message limit: a 4 MB default rejects ordinary camera frames sent raw.
-MIN_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 def request_to_inputs(request: pb.DetectRequest) -> tuple[ImageInput, DetectOptions]:
@@ -101,26 +91,15 @@ class DetectorServicer(pb_grpc.DetectorServicer):
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
         self._settings = settings
-        self._keys = [key.encode() for key in settings.api_keys]
-
-    def _check_key(self, context: grpc.aio.ServicerContext) -> None:
-        if not self._keys:
-            return
-        metadata = dict(context.invocation_metadata() or ())
-        scheme, _, token = str(metadata.get("authorization", "")).partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("missing API key: send metadata `authorization: Bearer <key>`")
-        if not any([hmac.compare_digest(token.strip().encode(), key) for key in self._keys]):
-            raise Unauthenticated("invalid API key")
 
     async def _abort(self, context: grpc.aio.ServicerContext, error: ServiceError) -> None:
-        trailing = (("retry-after", str(self._settings.retry_after_s)),) if isinstance(error, errors.RETRYABLE) else ()
+        trailing = errors.grpc_trailers(error, self._settings.retry_after_s)
         await context.abort(errors.grpc_code(error), error.message, trailing_metadata=trailing)
 
     async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         """Check the API key; a missing or wrong one ends the call with UNAUTHENTICATED."""
         try:
-            self._check_key(context)
+            check_grpc_key(context.invocation_metadata(), self._settings.api_keys)
         except ServiceError as exc:
             await self._abort(context, exc)
 
@@ -137,24 +116,24 @@ class DetectorServicer(pb_grpc.DetectorServicer):
     async def Detect(self, request: pb.DetectRequest, context: grpc.aio.ServicerContext) -> pb.DetectResponse:
         """One image; errors are call statuses."""
         start = time.perf_counter()
-
-        async def work() -> pb.DetectResponse:
-            self._check_key(context)
-            return await self._detect(request, context, start)
-
-        outcome = await counted(self._engine, PROTOCOL, request.model, start, work())
-        if isinstance(outcome, ServiceError):
-            await self._abort(context, outcome)  # raises: ends the call with the mapped status
-        return outcome
+        try:
+            with counted(self._engine, PROTOCOL, request.model, start):
+                check_grpc_key(context.invocation_metadata(), self._settings.api_keys)
+                return await self._detect(request, context, start)
+        except ServiceError as exc:
+            await self._abort(context, exc)  # raises: ends the call with the mapped status
+            raise  # not reached
 
     async def _frame(self, request: pb.DetectRequest, context: grpc.aio.ServicerContext) -> pb.DetectResponse:
         # One stream frame; never raises a domain error (it is answered in band).
         start = time.perf_counter()
-        outcome = await counted(self._engine, PROTOCOL, request.model, start, self._detect(request, context, start))
-        if isinstance(outcome, ServiceError):
-            return pb.DetectResponse(model=request.model, frame_id=request.frame_id, status=error_status(outcome))
-        outcome.status.code = grpc.StatusCode.OK.value[0]
-        return outcome
+        try:
+            with counted(self._engine, PROTOCOL, request.model, start):
+                response = await self._detect(request, context, start)
+        except ServiceError as exc:
+            return pb.DetectResponse(model=request.model, frame_id=request.frame_id, status=error_status(exc))
+        response.status.code = grpc.StatusCode.OK.value[0]
+        return response
 
     async def DetectStream(
         self, request_iterator: AsyncIterator[pb.DetectRequest], context: grpc.aio.ServicerContext
@@ -204,67 +183,6 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         return pb.ListModelsResponse(models=models)
 
 
-class EngineHealthServicer(health_aio.HealthServicer):
-    """``grpc.health.v1.Health`` whose ``Check`` reads the engine's readiness live (Watch gets pushed updates)."""
-
-    SERVICES = ("", SERVICE_NAME, oip_grpc.SERVICE_NAME)
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__()
-        self._engine = engine
-
-    async def Check(
-        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
-    ) -> health_pb2.HealthCheckResponse:
-        """SERVING when the engine is ready."""
-        if request.service not in self.SERVICES:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
-        serving = self._engine.is_ready()
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        return health_pb2.HealthCheckResponse(status=status)
-
-    async def publish(self) -> None:
-        """Push the current readiness to ``Watch`` subscribers."""
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if self._engine.is_ready()
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for service in self.SERVICES:
-            await self.set(service, status)
-
-
-def message_limit_bytes(settings: Settings) -> int:
-    """gRPC send/receive limit: the request byte limit plus framing room, never under 16 MB."""
-    return max(MIN_MESSAGE_BYTES, settings.max_request_bytes + 64 * 1024)
-
-
-def create_server(
-    engine: Engine, settings: Settings, port: int | None = None
-) -> tuple[grpc.aio.Server, int, EngineHealthServicer]:
-    """Build and bind (not start) the gRPC server; returns ``(server, bound port, health servicer)``."""
-    limit = message_limit_bytes(settings)
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-            ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share traffic
-        ]
-    )
+def add_to_server(engine: Engine, settings: Settings, server: grpc.aio.Server) -> None:
+    """Register the service on a (not yet started) server."""
     pb_grpc.add_DetectorServicer_to_server(DetectorServicer(engine, settings), server)
-    oip_grpc.add_to_server(engine, settings, server)
-    health = EngineHealthServicer(engine)
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
-    address = f"{settings.host}:{settings.grpc_port if port is None else port}"
-    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
-        credentials = grpc.ssl_server_credentials(
-            [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
-        )
-        bound = server.add_secure_port(address, credentials)
-    else:
-        bound = server.add_insecure_port(address)
-    if bound == 0:
-        raise OSError(f"cannot bind gRPC to {address}")
-    return server, bound, health

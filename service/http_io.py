@@ -1,50 +1,31 @@
-"""HTTP plumbing shared by the REST front ends (``/v1`` in ``service.rest``, ``/v2`` in ``service.oip.rest``):
-API-key check, a size-bounded body read, and cancelling work when the client disconnects.
-Imports nothing from ``model``.
+"""HTTP plumbing shared by the REST cores (``/v1`` in ``service.rest_detect``, ``/v2`` in ``service.oip.rest_infer``):
+a size-bounded body read from the ASGI channel, and cancelling work when the client disconnects. A client gone
+mid-body or while waiting raises ``service.errors.ClientGone``. Imports nothing from ``model``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
-from service.errors import PayloadTooLarge, Unauthenticated
+from service.errors import ClientGone, PayloadTooLarge
 
 T = TypeVar("T")
 
 
-class ClientDisconnected(Exception):
-    """The HTTP client went away before its answer was ready."""
-
-
-def check_api_key(authorization: str | None, api_keys: list[str]) -> None:
-    """Require ``Bearer <key>`` matching one of ``api_keys`` (no-op when none are configured)."""
-    if not api_keys:
-        return
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated("missing API key: send `Authorization: Bearer <key>`")
-    # Compare against every key (constant time each) so timing does not reveal which one nearly matched.
-    matches = [hmac.compare_digest(token.strip().encode(), key.encode()) for key in api_keys]
-    if not any(matches):
-        raise Unauthenticated("invalid API key")
-
-
 async def read_body(receive: Receive, content_length: str | None, max_bytes: int) -> bytes:
     """The whole body from the request's ASGI ``receive``, refusing more than ``max_bytes`` (by the declared
-    ``Content-Length`` first, then while streaming); a client gone mid-body raises Starlette's ``ClientDisconnect``."""
+    ``Content-Length`` first, then while streaming)."""
     if content_length is not None and content_length.isdigit() and int(content_length) > max_bytes:
         raise PayloadTooLarge(f"request body of {content_length} bytes exceeds the limit of {max_bytes} bytes")
     chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
+            raise ClientGone("disconnected while sending the body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
@@ -75,5 +56,5 @@ async def run_until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
             work_task.cancel()
             await asyncio.gather(work_task, return_exceptions=True)  # let the engine release what it holds
     if work_task.cancelled():
-        raise ClientDisconnected()
+        raise ClientGone("disconnected while waiting")
     return work_task.result()

@@ -113,7 +113,8 @@ def render_triton(states: list[ModelState]) -> str:
 
 
 class Metrics:
-    """The server's metric objects and its registry; ``render()`` is the ``/metrics`` body."""
+    """The server's metric objects and its registry; ``render()`` is the ``/metrics`` body. Front ends see it as
+    the engine's ``telemetry`` (``service.engine.Telemetry``)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -173,6 +174,14 @@ class Metrics:
         """One transport request finished with result ``code`` ("ok" or an error code)."""
         self.requests.labels(protocol, model, code).inc()
         self.request_duration.labels(protocol, model).observe(duration_s)
+
+    def statistics(self, name: str) -> StatsSnapshot:
+        """Triton-style statistics of the served model ``name`` (``/v2/models/{m}/stats``, ``ModelStatistics``)."""
+        states = self._source.model_states() if self._source is not None else []
+        for state in states:
+            if state.name == name:
+                return state.stats
+        raise KeyError(f"no statistics for model {name!r}")
 
     def render(self) -> bytes:
         """The full exposition text: prometheus-client families, then the Triton families."""

@@ -20,9 +20,8 @@ import uvicorn
 
 from service.batched_engine import BatchedEngine
 from service.bundles import PredictorLoader
-from service.grpc_server import EngineHealthServicer, create_server
-from service.rest import create_app
-from service.rest_fast import FastPath
+from service.grpc_host import EngineHealthServicer, create_server
+from service.http_app import create_http_app
 from service.settings import Settings
 
 log = logging.getLogger("yoloxpai.serve")
@@ -67,7 +66,7 @@ class Server:
         sock = bind_socket(s.host, s.http_port)
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
-            FastPath(create_app(self.engine, s), self.engine, s),
+            create_http_app(self.engine, s),
             lifespan="off",
             log_level=s.log_level,
             access_log=s.log_level == "debug",

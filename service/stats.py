@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Triton's failure reasons (nv_inference_request_failure{reason=...}).
 REASON_REJECTED = "REJECTED"  # queue full, not ready, draining, deadline passed
@@ -48,51 +48,50 @@ class StatsSnapshot:
     last_inference_ms: int  # wall-clock ms since the epoch of the last execution, 0 if none
 
 
-@dataclass
+# The integer totals of a snapshot, kept by name so a snapshot is one copy of them.
+_TOTALS = (
+    "success_count", "success_ns", "fail_ns", "queue_count", "queue_ns", "compute_input_ns", "compute_infer_ns",
+    "compute_output_ns", "inference_count", "execution_count", "last_inference_ms",
+)  # fmt: skip
+
+
 class ModelStatistics:
     """Mutable counters for one model; every method is thread-safe and O(1)."""
 
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _success_count: int = 0
-    _success_ns: int = 0
-    _fail: Counter = field(default_factory=Counter)
-    _fail_ns: int = 0
-    _queue_count: int = 0
-    _queue_ns: int = 0
-    _input_ns: int = 0
-    _infer_ns: int = 0
-    _output_ns: int = 0
-    _inference_count: int = 0
-    _execution_count: int = 0
-    _batches: dict[int, BatchStats] = field(default_factory=dict)
-    _last_inference_ms: int = 0
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals = dict.fromkeys(_TOTALS, 0)
+        self._fail: Counter = Counter()
+        self._batches: dict[int, BatchStats] = {}
 
     def record_success(self, duration_ns: int) -> None:
         """One image answered successfully after ``duration_ns`` from admission."""
         with self._lock:
-            self._success_count += 1
-            self._success_ns += duration_ns
+            self._totals["success_count"] += 1
+            self._totals["success_ns"] += duration_ns
 
     def record_failure(self, reason: str, duration_ns: int = 0) -> None:
         """One admitted (or rejected) image failed for ``reason`` (a ``REASON_*`` value) after ``duration_ns``."""
         with self._lock:
             self._fail[reason] += 1
-            self._fail_ns += duration_ns
+            self._totals["fail_ns"] += duration_ns
 
     def record_queue(self, wait_ns: int) -> None:
         """One image left the queue for a batch after waiting ``wait_ns``."""
         with self._lock:
-            self._queue_count += 1
-            self._queue_ns += wait_ns
+            self._totals["queue_count"] += 1
+            self._totals["queue_ns"] += wait_ns
 
     def record_execution(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int, wall_ms: int) -> None:
         """One batch executed: stacking (input), backend call (infer) and postprocessing (output)."""
         with self._lock:
-            self._execution_count += 1
-            self._inference_count += batch_size
-            self._input_ns += input_ns
-            self._infer_ns += infer_ns
-            self._output_ns += output_ns
+            totals = self._totals
+            totals["execution_count"] += 1
+            totals["inference_count"] += batch_size
+            totals["compute_input_ns"] += input_ns
+            totals["compute_infer_ns"] += infer_ns
+            totals["compute_output_ns"] += output_ns
+            totals["last_inference_ms"] = wall_ms
             old = self._batches.get(batch_size, BatchStats())
             self._batches[batch_size] = BatchStats(
                 old.count + 1,
@@ -100,23 +99,8 @@ class ModelStatistics:
                 old.compute_infer_ns + infer_ns,
                 old.compute_output_ns + output_ns,
             )
-            self._last_inference_ms = wall_ms
 
     def snapshot(self) -> StatsSnapshot:
         """A consistent copy (one lock acquisition)."""
         with self._lock:
-            return StatsSnapshot(
-                success_count=self._success_count,
-                success_ns=self._success_ns,
-                fail_count=dict(self._fail),
-                fail_ns=self._fail_ns,
-                queue_count=self._queue_count,
-                queue_ns=self._queue_ns,
-                compute_input_ns=self._input_ns,
-                compute_infer_ns=self._infer_ns,
-                compute_output_ns=self._output_ns,
-                inference_count=self._inference_count,
-                execution_count=self._execution_count,
-                batch_stats=dict(self._batches),
-                last_inference_ms=self._last_inference_ms,
-            )
+            return StatsSnapshot(fail_count=dict(self._fail), batch_stats=dict(self._batches), **self._totals)

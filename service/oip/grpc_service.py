@@ -12,18 +12,18 @@ configured. Imports nothing from ``model``.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator
 
 import grpc
 
 from service import errors
+from service.accounting import counted
+from service.auth import check_grpc_key
 from service.engine import Engine, ModelInfo
 from service.errors import NotReady, ServiceError
-from service.http_io import check_api_key
 from service.oip import descriptions
 from service.oip.grpc_codec import decode_request, encode_response, from_dict
-from service.oip.serving import counted, infer, resolve_model
+from service.oip.serving import infer, resolve_model
 from service.pb.inference import grpc_service_pb2 as pb
 from service.pb.inference import grpc_service_pb2_grpc as pb_grpc
 from service.pb.inference import model_config_pb2 as config_pb
@@ -46,14 +46,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _abort(self, context: grpc.aio.ServicerContext, error: ServiceError, request_id: str = "") -> None:
         _, code = errors.triton_status(error)
-        trailing = (("retry-after", str(self._settings.retry_after_s)),) if isinstance(error, errors.RETRYABLE) else ()
+        trailing = errors.grpc_trailers(error, self._settings.retry_after_s)
         await context.abort(code, errors.triton_message(error, request_id), trailing_metadata=trailing)
 
     async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         """End the call UNAUTHENTICATED unless it carries a valid API key (when keys are configured)."""
-        metadata = dict(context.invocation_metadata() or ())
         try:
-            check_api_key(str(metadata.get("authorization", "")), self._settings.api_keys)
+            check_grpc_key(context.invocation_metadata(), self._settings.api_keys)
         except ServiceError as exc:
             await self._abort(context, exc)
 
@@ -128,7 +127,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         else:
             await self._authorize(context)
             infos = self._engine.models()
-        stats = [descriptions.model_statistics(i, self._engine.statistics(i.name)) for i in infos]
+        stats = [descriptions.model_statistics(i, self._engine.telemetry.statistics(i.name)) for i in infos]
         return from_dict({"model_stats": stats}, pb.ModelStatisticsResponse())
 
     # -- inference -----------------------------------------------------------------------------------------
@@ -137,14 +136,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> tuple[pb.ModelInferResponse | None, ServiceError | None]:
         # One request, counted in the request metrics; a domain error is returned, not raised.
-        async def work() -> pb.ModelInferResponse:
-            decoded = decode_request(request)
-            timeout_s = context.time_remaining()
-            limit = self._settings.max_images_per_request
-            return encode_response(await infer(self._engine, decoded, max_images=limit, client_timeout_s=timeout_s))
-
-        outcome = await counted(self._engine, PROTOCOL, request.model_name, time.perf_counter(), work())
-        return (None, outcome) if isinstance(outcome, ServiceError) else (outcome, None)
+        try:
+            with counted(self._engine, PROTOCOL, request.model_name):
+                decoded = decode_request(request)
+                limit = self._settings.max_images_per_request
+                result = await infer(self._engine, decoded, max_images=limit, client_timeout_s=context.time_remaining())
+                return encode_response(result), None
+        except ServiceError as exc:
+            return None, exc
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext

@@ -1,18 +1,13 @@
 """One inference request through the engine, shared by the OIP transports: resolve the model and version, check
-the request against the detector's tensor contract, call ``Engine.detect_many``, build the output tensors. Also the
-request accounting every transport shares: the model's metric label (``served_label``) and, for handlers that answer
-a domain error themselves, the outcome count (``counted``). Imports nothing from ``model``."""
+the request against the detector's tensor contract, call ``Engine.detect_many``, build the output tensors.
+Imports nothing from ``model``."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from service.engine import Engine, ModelInfo
-from service.errors import ModelNotFound, ServiceError
+from service.errors import ModelNotFound
 from service.oip.detector_io import InferRequest, detections_per_image, to_detect_call, to_outputs
 from service.oip.tensors import OutputTensor
 
@@ -33,37 +28,6 @@ def resolve_model(engine: Engine, name: str, version: str = "") -> ModelInfo:
     if version and version != info.version:
         raise ModelNotFound(f"'{info.name}' version {version} is not found (serving version {info.version})")
     return info
-
-
-def served_label(engine: Engine, name: str | None) -> str:
-    """``name`` as a metric label: the default model for an empty name, "" for an unknown one (bounded series)."""
-    names = [info.name for info in engine.models()]
-    if not name:
-        return names[0] if names else ""
-    return name if name in names else ""
-
-
-T = TypeVar("T")
-
-
-async def counted(engine: Engine, protocol: str, model: str, start_s: float, work: Awaitable[T]) -> T | ServiceError:
-    """Await ``work``, one ``protocol`` request for ``model`` begun at ``start_s`` (``time.perf_counter``), and count
-    it in the request metric by its outcome. A domain error is returned, for the caller to answer (in band, or as a
-    status); a cancellation, or a bug (counted as ``internal``, not ``ok``), propagates."""
-    code = "ok"
-    try:
-        return await work
-    except ServiceError as exc:
-        code = exc.code
-        return exc
-    except asyncio.CancelledError:
-        code = "cancelled"
-        raise
-    except Exception:  # a bug: the transport answers it as an internal error
-        code = ServiceError.code
-        raise
-    finally:
-        engine.observe_request(protocol, served_label(engine, model), code, time.perf_counter() - start_s)
 
 
 async def infer(

@@ -231,18 +231,18 @@ def test_statistics_and_metrics_count_oip_requests(client, server, images):
 
 
 def test_the_fast_path_and_fastapi_answer_every_infer_request_alike(server, images, monkeypatch):
-    # ``service.rest_fast`` answers /v2/.../infer without a query string; any query string sends it to FastAPI's
+    # ``service.router`` answers /v2/.../infer without a query string; any query string sends it to FastAPI's
     # route. Both run ``infer_response``: this checks the routing around it (status, headers, body bytes).
-    import service.rest_fast
+    import service.router
 
     fast_calls = []
-    original = service.rest_fast.infer_response
+    original = service.router.infer_response
 
     async def counted(*args, **kwargs):
         fast_calls.append(args[2])
         return await original(*args, **kwargs)
 
-    monkeypatch.setattr(service.rest_fast, "infer_response", counted)
+    monkeypatch.setattr(service.router, "infer_response", counted)
     jpeg = images[0]
     one = _bytes_tensor(jpeg)
     image = {"name": "IMAGE", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(one)}}

@@ -65,6 +65,16 @@ class FakePredictor:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _running: bool = False
 
+    def resolve_options(self, score_threshold: float | None, max_detections: int | None) -> tuple[float, int]:
+        t = self.meta.thresholds
+        score = t.default_score_threshold if score_threshold is None else float(score_threshold)
+        if not t.score_threshold <= score <= 1.0:
+            raise ValueError(f"score_threshold must be in [{t.score_threshold}, 1] for this model, got {score}")
+        k = t.max_detections if max_detections is None else int(max_detections)
+        if not 1 <= k <= t.max_detections:
+            raise ValueError(f"max_detections must be in [1, {t.max_detections}] for this model, got {k}")
+        return score, k
+
     def preprocess(self, image: np.ndarray, channel_order: str = "bgr") -> tuple[np.ndarray, float]:
         h_in, w_in = self.meta.input_hw
         tensor = np.zeros((3, h_in, w_in), np.float32)

@@ -23,7 +23,7 @@ from service.errors import (
     PayloadTooLarge,
 )
 from service.imaging import EncodedImage, RawImage
-from service.runtime import tune_batch_size
+from service.model_loading import tune_batch_size
 from service.settings import Settings
 from tests.service.fakes import FakePredictor, fake_loader, marker_image
 
@@ -124,7 +124,7 @@ def test_full_queue_is_refused_at_once_while_accepted_requests_finish():
             await engine.detect(png(99))
         results = await asyncio.gather(running, *accepted)
         assert len(results) == 3
-        text = engine.metrics_text().decode()
+        text = engine.telemetry.render().decode()
         assert 'yoloxpai_rejected_total{model="fake",reason="queue_full"} 1.0' in text
         assert 'nv_inference_request_failure{model="fake",version="1",reason="REJECTED"} 1' in text
         await engine.close()
@@ -156,7 +156,7 @@ def test_backend_failure_fails_its_batch_and_the_engine_keeps_serving():
             await engine.detect(png(13))
         assert (await engine.detect(png(200))).scores.size == 1
         assert engine.is_ready()
-        snap = engine.statistics("fake")
+        snap = engine.telemetry.statistics("fake")
         assert snap.fail_count == {"BACKEND": 1} and snap.success_count == 1
         await engine.close()
 
@@ -175,10 +175,10 @@ def test_deadline_and_cancellation():
         cancelled.cancel()
         await blocker
         await asyncio.sleep(0.05)
-        snap = engine.statistics("fake")
+        snap = engine.telemetry.statistics("fake")
         assert snap.inference_count == 1  # neither the expired nor the cancelled request was computed
         assert snap.fail_count == {"REJECTED": 1, "CANCELED": 1}
-        assert 'yoloxpai_expired_total{model="fake"} 1.0' in engine.metrics_text().decode()
+        assert 'yoloxpai_expired_total{model="fake"} 1.0' in engine.telemetry.render().decode()
         await engine.close()
 
     asyncio.run(main())
@@ -267,7 +267,7 @@ def test_a_lone_image_runs_directly_on_the_latency_instance_and_load_goes_to_the
         assert [round(float(r.scores[0]) * 255) for r in results] == list(range(150, 162))
         batched = batch_a.batch_sizes + batch_b.batch_sizes
         assert sum(batched) + sum(latency.batch_sizes) == 13 and max(batched) > 1  # the load was batched
-        snap = engine.statistics("fake")
+        snap = engine.telemetry.statistics("fake")
         assert snap.success_count == 13 and snap.inference_count == 13
         await engine.close()
 
@@ -290,7 +290,7 @@ def test_a_bad_image_fails_alone_and_its_neighbours_share_a_batch(decode_mode):
         assert isinstance(bad, InvalidImage), bad
         assert [round(float(r.scores[0]) * 255) for r in (first, good_a, good_b)] == [101, 170, 171]
         assert predictor.batch_sizes == [1, 2]
-        snap = engine.statistics("fake")
+        snap = engine.telemetry.statistics("fake")
         assert (snap.success_count, snap.fail_count, snap.queue_count) == (3, {"OTHER": 1}, 3)
         assert engine.inflight == 0 and engine.model_states()[0].pending == 0
         await engine.close()
@@ -309,7 +309,7 @@ def test_the_direct_path_honours_the_deadline_and_holds_its_instance_until_the_c
         # The abandoned call still owns the session: the next image waits for it instead of sharing it.
         assert round(float((await engine.detect(png(106))).scores[0]) * 255) == 106
         assert predictor.batch_sizes == [1, 1]
-        assert 'yoloxpai_expired_total{model="fake"} 1.0' in engine.metrics_text().decode()
+        assert 'yoloxpai_expired_total{model="fake"} 1.0' in engine.telemetry.render().decode()
         await engine.close()
 
     asyncio.run(main())

@@ -156,7 +156,7 @@ def test_stream_window_bounds_frames_in_flight(stub, server):
 
 def test_stream_cancel_drops_queued_frames(stub, server):
     big = encode(sample_image(960, 1280, seed=2))
-    before = server.engine.statistics("tiny")
+    before = server.engine.telemetry.statistics("tiny")
     frames = [encoded(big, frame_id=i) for i in range(200)]
     call = stub.DetectStream(iter(frames), timeout=60)
     first = next(call)
@@ -169,7 +169,7 @@ def test_stream_cancel_drops_queued_frames(stub, server):
     while server.engine.inflight and time.monotonic() < deadline:
         time.sleep(0.01)
     assert server.engine.inflight == 0
-    after = server.engine.statistics("tiny")
+    after = server.engine.telemetry.statistics("tiny")
     computed = after.inference_count - before.inference_count
     assert computed < 200
     assert stub.Detect(encoded(big), timeout=30).width == 1280

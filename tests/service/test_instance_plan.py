@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from service.batch_exec import resolve_decode_mode
 from service.instance_plan import InstancePlan, available_cpus, plan_instances
-from service.runtime import resolve_decode_mode
 from service.settings import Settings
 
 

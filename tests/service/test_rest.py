@@ -290,7 +290,7 @@ def test_small_responses_are_not_delayed_by_nagle(client):
 
 def test_clients_that_disconnect_are_dropped_and_cost_nothing_after(server, jpeg):
     big = encode(sample_image(960, 1280, seed=8))
-    before = server.engine.statistics("tiny")
+    before = server.engine.telemetry.statistics("tiny")
 
     async def impatient():
         # 32 big images at once take ~0.3 s to decode and infer: clients waiting 50 ms leave while theirs queue.
@@ -308,7 +308,7 @@ def test_clients_that_disconnect_are_dropped_and_cost_nothing_after(server, jpeg
     while server.engine.inflight and time.monotonic() < deadline:
         time.sleep(0.01)
     assert server.engine.inflight == 0
-    after = server.engine.statistics("tiny")
+    after = server.engine.telemetry.statistics("tiny")
     assert after.fail_count.get("CANCELED", 0) > before.fail_count.get("CANCELED", 0)
     assert after.inference_count - before.inference_count < 32  # the cancelled ones never reached the model
     with httpx.Client(base_url=server.http_url) as client:

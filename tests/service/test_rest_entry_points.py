@@ -1,7 +1,8 @@
-"""The raw-body detect fast path (``service.rest_fast``) against FastAPI's route on the same real server.
+"""The two entry points of the one ``/v1`` detect core (``service.rest_detect.detect_response``): straight from ASGI
+(``service.router``) and through FastAPI's route, on the same real server.
 
-A query value the fast path does not take (``4e-1``, a repeated option) sends the same request through FastAPI,
-so each pair below compares the two paths: same detections, same status, same error body and headers.
+A query value the router does not take (``4e-1``, a repeated option) sends the same request through FastAPI,
+so each pair below compares the two entry points: same detections, same status, same error body and headers.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from service.rest_fast import parse_query
+import service.rest
+import service.rest_detect
+import service.router
+from service.router import parse_query
 from tests.service.conftest import server_settings
 from tests.service.servers import ServerThread
 from tests.service.test_rest import PNG_BOMB, metric, planted_bug
@@ -52,13 +56,33 @@ def test_parse_query_takes_plain_values_only():
         assert parse_query(query) is None, query
 
 
-def test_both_paths_answer_the_same(client, jpeg):
+@pytest.fixture
+def entries(monkeypatch):
+    """Which entry point called the core, per request (both hold the very same function)."""
+    core = service.rest_detect.detect_response
+    assert service.router.detect_response is core and service.rest.detect_response is core
+    calls: list[str] = []
+
+    def through(entry: str):
+        async def call(*args, **kwargs):
+            calls.append(entry)
+            return await core(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(service.router, "detect_response", through("router"))
+    monkeypatch.setattr(service.rest, "detect_response", through("fastapi"))
+    return calls
+
+
+def test_both_paths_answer_the_same(client, jpeg, entries):
     fast = client.post("/v1/detect?score_threshold=0.4&classes=circle,square", content=jpeg, headers=JPEG)
     framework = client.post("/v1/detect?score_threshold=4e-1&classes=circle,square", content=jpeg, headers=JPEG)
     assert fast.status_code == framework.status_code == 200, (fast.text, framework.text)
     assert fast.headers["content-type"] == framework.headers["content-type"] == "application/json"
     assert without_timing(fast.json()) == without_timing(framework.json())
     assert set(fast.json()["timing_ms"]) == set(framework.json()["timing_ms"])
+    assert entries == ["router", "fastapi"]  # one core, reached from each entry point
     named = client.post("/v1/models/tiny/detect?max_detections=1", content=jpeg, headers=JPEG)
     assert named.status_code == 200 and len(named.json()["results"][0]["detections"]) <= 1
 
@@ -74,10 +98,11 @@ def test_both_paths_answer_the_same(client, jpeg):
         ("/v1/detect?score_threshold=2", b"\xff\xd8", JPEG, 400),  # the engine's range check
     ],
 )
-def test_both_paths_fail_alike(client, jpeg, path, body, headers, status):
+def test_both_paths_fail_alike(client, jpeg, entries, path, body, headers, status):
     fallback = path + ("&" if "?" in path else "?") + "max_detections=3&max_detections=3"  # repeated: FastAPI
     fast = client.post(path, content=body, headers=headers)
     framework = client.post(fallback, content=body, headers=headers)
+    assert entries == ["router", "fastapi"]
     assert fast.status_code == framework.status_code == status, (fast.text, framework.text)
     assert fast.json() == framework.json()
     assert fast.json()["error"]["message"]
@@ -95,14 +120,14 @@ def test_auth_and_overload_headers_match(keyed_server, jpeg):
 
 
 def test_other_requests_go_to_fastapi(client, jpeg):
-    # Not raw image bodies or not POST: the framework's routes answer (the fast path never sees them).
+    # Not raw image bodies or not POST: the framework's routes answer (the router never takes them).
     assert client.post("/v1/detect", files=[("image", ("a.jpg", jpeg, "image/jpeg"))]).status_code == 200
     assert client.post("/v1/detect", content=b"hello", headers={"content-type": "text/plain"}).status_code == 415
     assert client.get("/v1/detect").status_code == 405
     assert client.post("/v1/detect?score_threshold=abc", content=jpeg, headers=JPEG).status_code == 400
 
 
-def test_fast_path_requests_are_counted(client, jpeg):
+def test_router_requests_are_counted(client, jpeg):
     before = client.get("/metrics").text
     for _ in range(2):
         assert client.post("/v1/detect", content=jpeg, headers=JPEG).status_code == 200
