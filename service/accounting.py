@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 
 from service.engine import Engine
 from service.errors import ClientGone, ServiceError
+
+log = logging.getLogger(__name__)
 
 
 def served_label(engine: Engine, name: str | None) -> str:
@@ -40,6 +43,8 @@ def counted(engine: Engine, protocol: str, model: str | None, start_s: float | N
         yield
     except ServiceError as exc:
         code = exc.code
+        if code == ServiceError.code:  # the client sees only the request id: the details go to the log
+            log.error("%s request for %s failed: %s", protocol, model or "the default model", exc.message)
         raise
     except (ClientGone, asyncio.CancelledError):
         code = "cancelled"

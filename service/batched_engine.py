@@ -18,14 +18,16 @@ from service import bundles
 from service.bundles import ConfigError, PredictorLoader
 from service.engine import DetectResult, Engine, ModelInfo, Submission, Telemetry
 from service.errors import InvalidImage, InvalidOption, ModelNotFound, NotReady, Overloaded, ServiceError
-from service.imaging import ImageInput
+from service.imaging import ImageInput, image_bytes
 from service.metrics import Metrics, ModelState
 from service.model_loading import load_model_unit
 from service.model_unit import ModelUnit, Ticket, failure_reason
 from service.options import ResolvedOptions
 from service.settings import Settings
+from service.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
+CLOSE_TIMEOUT_S = 5.0
 
 
 class BatchedEngine(Engine):
@@ -47,6 +49,9 @@ class BatchedEngine(Engine):
         self._idle = asyncio.Event()
         self._idle.set()
         self._inflight = 0
+        self._inflight_bytes = 0  # encoded bytes of the admitted images (settings.max_inflight_bytes)
+        self.watchdog = Watchdog(settings, lambda: self._models)
+        self._watchdog_task: asyncio.Task | None = None
         self.metrics.bind(self)  # last: the collector reads the state set up above
 
     # -- lifecycle -----------------------------------------------------------------------------------------
@@ -66,6 +71,7 @@ class BatchedEngine(Engine):
         self._default = default
         for unit in self._models.values():
             unit.batcher.start().add_done_callback(lambda task, name=unit.name: self._batcher_ended(name, task))
+        self._watchdog_task = asyncio.get_running_loop().create_task(self.watchdog.run(), name="watchdog")
         self._ready = True
 
     def _batcher_ended(self, name: str, task: asyncio.Task) -> None:
@@ -92,22 +98,31 @@ class BatchedEngine(Engine):
         return True
 
     async def close(self) -> None:
-        """Stop batchers and threads (after ``drain``)."""
+        """Stop batchers and threads (after ``drain``), waiting at most ``CLOSE_TIMEOUT_S`` for running batches: a
+        hung runtime call must not keep the process from exiting."""
         self._shutting_down = True
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
+        self.watchdog.stop()
         for unit in self._models.values():
-            await unit.batcher.stop()
+            if not await unit.batcher.stop(CLOSE_TIMEOUT_S):
+                log.warning("model %r: a batch is still running after %.0f s; leaving it", unit.name, CLOSE_TIMEOUT_S)
             unit.close()
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- Engine interface ----------------------------------------------------------------------------------
 
     def is_live(self) -> bool:
-        """The process is up."""
-        return True
+        """The process is up and no model's runtime is beyond repair (``service.watchdog``)."""
+        return self.watchdog.live
 
     def is_ready(self) -> bool:
-        """Loaded, warmed, batchers alive, not shutting down."""
-        return self._ready and not self._shutting_down and self._broken is None
+        """Loaded, warmed, batchers alive, every model healthy, not shutting down."""
+        return self._ready and not self._shutting_down and self._broken is None and self.watchdog.ready
+
+    def health_reason(self) -> str:
+        """Why the server is not ready or not live (empty when it is both)."""
+        return self._broken or self.watchdog.reasons()
 
     @property
     def draining(self) -> asyncio.Event:
@@ -145,6 +160,7 @@ class BatchedEngine(Engine):
                 pending=r.batcher.pending,
                 load_seconds=r.load_seconds,
                 stats=r.stats.snapshot(),
+                oldest_batch_age_s=r.health.oldest_call_s(),
             )
             for r in self._models.values()
         ]
@@ -152,12 +168,13 @@ class BatchedEngine(Engine):
     async def submit_one(self, image: ImageInput, request: Submission) -> DetectResult:
         """One image through its model's unit."""
         level = self.priority_level(request.priority)  # before admission: a refusal must not hold a reservation
-        unit, resolved, deadline_s = self._admit(request, 1)
+        nbytes = image_bytes(image)
+        unit, resolved, deadline_s = self._admit(request, 1, nbytes)
         ticket = Ticket(priority_level=level)
         try:
             return await unit.submit(image, resolved, deadline_s, ticket)
         finally:
-            self._settle(unit, [ticket])
+            self._settle(unit, [ticket], nbytes)
 
     async def submit(self, images: Sequence[ImageInput], request: Submission) -> list[DetectResult]:
         """Several images, admitted together; the first error cancels the rest."""
@@ -166,7 +183,8 @@ class BatchedEngine(Engine):
         if len(images) == 1:
             return [await self.submit_one(images[0], request)]
         level = self.priority_level(request.priority)
-        unit, resolved, deadline_s = self._admit(request, len(images))
+        nbytes = sum(image_bytes(image) for image in images)
+        unit, resolved, deadline_s = self._admit(request, len(images), nbytes)
         tickets = [Ticket(priority_level=level) for _ in images]
         loop = asyncio.get_running_loop()
         tasks = [
@@ -179,7 +197,7 @@ class BatchedEngine(Engine):
             for task in tasks:
                 task.cancel()  # no-op for finished ones
             outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-            self._settle(unit, tickets)
+            self._settle(unit, tickets, nbytes)
         for outcome in outcomes:
             if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                 raise outcome
@@ -208,7 +226,7 @@ class BatchedEngine(Engine):
         default_s = self.settings.request_timeout_ms / 1000.0
         return default_s if client_timeout_s is None else min(client_timeout_s, default_s)
 
-    def _admit(self, request: Submission, n: int) -> tuple[ModelUnit, ResolvedOptions, float]:
+    def _admit(self, request: Submission, n: int, nbytes: int) -> tuple[ModelUnit, ResolvedOptions, float]:
         unit = self._unit(request.model)
         try:
             if self._draining.is_set():
@@ -217,7 +235,17 @@ class BatchedEngine(Engine):
             if not self._ready or self._broken is not None:
                 self._reject(unit, "not_ready", n)
                 raise NotReady(self._broken or "server is not ready: models are loading")
+            verdict = self.watchdog.verdicts.get(unit.name)
+            if verdict is not None and not verdict.ready:
+                self._reject(unit, "unhealthy", n)
+                raise NotReady(f"model {unit.name!r} is unhealthy ({verdict.reason}); retry on another replica")
             resolved = unit.resolve_options(request.options)
+            budget = self.settings.max_inflight_bytes
+            if self._inflight_bytes and self._inflight_bytes + nbytes > budget:  # one request always fits alone
+                self._reject(unit, "memory", n)
+                raise Overloaded(
+                    f"{self._inflight_bytes + nbytes} image bytes would be in flight; the budget is {budget}"
+                )
             try:
                 unit.batcher.reserve(n)
             except Overloaded:
@@ -229,17 +257,19 @@ class BatchedEngine(Engine):
             raise
         unit.inflight += n
         self._inflight += n
+        self._inflight_bytes += nbytes
         self._idle.clear()
         return unit, resolved, asyncio.get_running_loop().time() + self._timeout_s(request.timeout_s)
 
     def _reject(self, unit: ModelUnit, reason: str, n: int) -> None:
         self.metrics.rejected.labels(unit.name, reason).inc(n)
 
-    def _settle(self, unit: ModelUnit, tickets: list[Ticket]) -> None:
+    def _settle(self, unit: ModelUnit, tickets: list[Ticket], nbytes: int) -> None:
         unsubmitted = sum(t.reserved for t in tickets)
         if unsubmitted:
             unit.batcher.release(unsubmitted)
         unit.inflight -= len(tickets)
         self._inflight -= len(tickets)
+        self._inflight_bytes -= nbytes
         if self._inflight == 0:
             self._idle.set()

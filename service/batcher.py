@@ -179,8 +179,10 @@ class DynamicBatcher(Generic[W]):
         """The batching task (its end means this model can no longer serve)."""
         return self._task
 
-    async def stop(self) -> None:
-        """Stop forming batches, fail what is still queued, wait for running batches."""
+    async def stop(self, timeout_s: float | None = None) -> bool:
+        """Stop forming batches, fail what is still queued, wait (at most ``timeout_s``) for running batches;
+        returns whether they all ended. A batch still running is left to finish on its own, never cancelled:
+        cancelling it would leave its requests without an answer."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -189,7 +191,9 @@ class DynamicBatcher(Generic[W]):
             if not item.future.done():
                 item.future.set_exception(NotReady("server is shutting down"))
         if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+            _, pending = await asyncio.wait(set(self._running), timeout=timeout_s)
+            return not pending
+        return True
 
     # -- batching loop -------------------------------------------------------------------------------------
 

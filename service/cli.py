@@ -9,12 +9,12 @@ Heavy imports (uvicorn, grpc, onnxruntime) happen inside ``run``.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import typing
 from pathlib import Path
 from typing import Any
 
+from service.logs import configure_logging
 from service.settings import Settings
 
 
@@ -80,9 +80,7 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"yoloxpai serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(settings.log_level, settings.log_format)
     import cv2
 
     from service.bundles import ConfigError
@@ -95,10 +93,35 @@ def run(args: argparse.Namespace) -> int:
     cv2.setNumThreads(1)
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            return runner.run(serve(settings))
+            code = runner.run(serve(settings))
     except ConfigError as exc:
         print(f"yoloxpai serve: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # port in use, unreadable TLS files, ...
         print(f"yoloxpai serve: {exc}", file=sys.stderr)
         return 2
+    exit_past_hung_threads(code)
+    return code
+
+
+# Thread-name prefixes of the pools a runtime call can hang in (service.workers, the decode pool).
+POOL_THREADS = ("infer-", "latency-", "decode")
+
+
+def exit_past_hung_threads(code: int, grace_s: float = 2.0) -> None:
+    """A runtime call that hangs keeps its worker thread alive, and Python joins pool threads at exit, for ever:
+    give the server's pool threads ``grace_s`` to end, then leave without them (it has drained and closed)."""
+    import logging
+    import os
+    import threading
+    import time
+
+    deadline = time.monotonic() + grace_s
+    pools = [t for t in threading.enumerate() if t.name.startswith(POOL_THREADS)]
+    for thread in pools:
+        thread.join(max(deadline - time.monotonic(), 0.0))
+    stuck = [t.name for t in pools if t.is_alive()]
+    if stuck:
+        logging.getLogger("yoloxpai.serve").warning("exiting past %d busy thread(s): %s", len(stuck), ", ".join(stuck))
+        logging.shutdown()
+        os._exit(code)

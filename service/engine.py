@@ -161,7 +161,11 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def is_ready(self) -> bool:
-        """Every model is loaded and warmed up, every batcher runs, and the server is not draining."""
+        """Every model is loaded, warmed up and healthy, every batcher runs, and the server is not draining."""
+
+    @abc.abstractmethod
+    def health_reason(self) -> str:
+        """Why the server is not ready or not live ("" when it is both)."""
 
     @property
     @abc.abstractmethod

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import grpc
 
+from service.request_ids import REQUEST_ID
+
 
 class ServiceError(Exception):
     """Base of every error a client may see; ``code`` names it on the wire."""
@@ -83,6 +85,12 @@ class NotReady(ServiceError):
         self.draining = draining
 
 
+class RequestTimeout(ServiceError):
+    """The client did not send its request body within ``body_timeout_s``."""
+
+    code = "request_timeout"
+
+
 class DeadlineExceeded(ServiceError):
     """The request's deadline passed before it was answered."""
 
@@ -101,6 +109,7 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
     InvalidTensor: 400,
     Unauthenticated: 401,
     ModelNotFound: 404,
+    RequestTimeout: 408,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     InferenceFailed: 500,
@@ -118,6 +127,7 @@ GRPC_CODE: dict[type[ServiceError], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
     PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    RequestTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
     InferenceFailed: grpc.StatusCode.INTERNAL,
     Overloaded: grpc.StatusCode.UNAVAILABLE,
     NotReady: grpc.StatusCode.UNAVAILABLE,
@@ -126,6 +136,15 @@ GRPC_CODE: dict[type[ServiceError], grpc.StatusCode] = {
 
 # Errors after which a retry (elsewhere or later) is the right reaction: a retry hint goes with them.
 RETRYABLE: tuple[type[ServiceError], ...] = (Overloaded, NotReady)
+
+
+def public_message(error: ServiceError) -> str:
+    """What the client is told: an internal error's details (exception types, backend messages) stay in the
+    server log; the client gets the request id to quote."""
+    if error.code != ServiceError.code:
+        return error.message
+    rid = REQUEST_ID.get()
+    return f"internal error (request id {rid}): the server log has the details" if rid else "internal error"
 
 
 class ClientGone(Exception):
@@ -144,8 +163,11 @@ def http_headers(error: ServiceError, retry_after_s: int) -> dict[str, str]:
 
 
 def grpc_trailers(error: ServiceError, retry_after_s: int) -> tuple[tuple[str, str], ...]:
-    """The trailing metadata that goes with a gRPC error status: the same retry hint as HTTP's."""
-    return (("retry-after", str(retry_after_s)),) if isinstance(error, RETRYABLE) else ()
+    """The trailing metadata that goes with a gRPC error status: the same retry hint as HTTP's, and the call's
+    request id (an abort replaces the trailers set when the call began)."""
+    rid = REQUEST_ID.get()
+    trailers = (("x-request-id", rid),) if rid else ()
+    return (*trailers, ("retry-after", str(retry_after_s))) if isinstance(error, RETRYABLE) else trailers
 
 
 def http_status(error: ServiceError) -> int:
@@ -167,6 +189,7 @@ TRITON_STATUS: dict[type[ServiceError], tuple[int, grpc.StatusCode]] = {
     InvalidTensor: (400, grpc.StatusCode.INVALID_ARGUMENT),
     UnsupportedMediaType: (400, grpc.StatusCode.INVALID_ARGUMENT),
     PayloadTooLarge: (400, grpc.StatusCode.INVALID_ARGUMENT),
+    RequestTimeout: (408, grpc.StatusCode.DEADLINE_EXCEEDED),
     Unauthenticated: (401, grpc.StatusCode.UNAUTHENTICATED),
     ModelNotFound: (404, grpc.StatusCode.NOT_FOUND),
     InferenceFailed: (500, grpc.StatusCode.INTERNAL),
@@ -191,5 +214,6 @@ def triton_status(error: ServiceError) -> tuple[int, grpc.StatusCode]:
 def triton_message(error: ServiceError, request_id: str = "") -> str:
     """The error text Triton would send: ``[request id: ID] `` when the request has one, then its wording."""
     wording = _TRITON_WORDING.get(type(error))
-    text = f"{wording}: {error.message}" if wording else error.message
+    message = public_message(error)
+    text = f"{wording}: {message}" if wording else message
     return f"[request id: {request_id}] {text}" if request_id else text

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from service import grpc_server
 from service.engine import Engine
+from service.grpc_calls import CallInterceptor
 from service.oip import grpc_service as oip_grpc
 from service.settings import Settings
 
@@ -61,11 +62,17 @@ def create_server(
     """Build and bind (not start) the gRPC server; returns ``(server, bound port, health servicer)``."""
     limit = message_limit_bytes(settings)
     server = grpc.aio.server(
+        interceptors=[CallInterceptor(settings.access_log)],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share traffic
-        ]
+            ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
+            ("grpc.keepalive_time_ms", int(settings.grpc_keepalive_s * 1000)),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(max(settings.drain_timeout_s, 1.0) * 1000)),
+        ],
     )
     grpc_server.add_to_server(engine, settings, server)
     oip_grpc.add_to_server(engine, settings, server)

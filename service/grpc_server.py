@@ -82,7 +82,7 @@ def result_to_pb(result: DetectResult, frame_id: int = 0, total_ms: float = 0.0)
 
 def error_status(error: ServiceError) -> pb.Status:
     """A domain error as an in-band frame status."""
-    return pb.Status(code=errors.grpc_code(error).value[0], error=error.code, message=error.message)
+    return pb.Status(code=errors.grpc_code(error).value[0], error=error.code, message=errors.public_message(error))
 
 
 class DetectorServicer(pb_grpc.DetectorServicer):
@@ -94,7 +94,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
 
     async def _abort(self, context: grpc.aio.ServicerContext, error: ServiceError) -> None:
         trailing = errors.grpc_trailers(error, self._settings.retry_after_s)
-        await context.abort(errors.grpc_code(error), error.message, trailing_metadata=trailing)
+        await context.abort(errors.grpc_code(error), errors.public_message(error), trailing_metadata=trailing)
 
     async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         """Check the API key; a missing or wrong one ends the call with UNAUTHENTICATED."""

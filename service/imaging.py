@@ -50,6 +50,11 @@ class RawImage:
 ImageInput = EncodedImage | RawImage
 
 
+def image_bytes(image: ImageInput) -> int:
+    """The bytes an admitted image holds while it waits (the engine's byte budget)."""
+    return len(image.data) if isinstance(image, EncodedImage) else len(image.pixels)
+
+
 def check_media_type(content_type: str | None) -> str:
     """Normalise a ``Content-Type`` and refuse types that cannot be images (``UnsupportedMediaType``)."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()

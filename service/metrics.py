@@ -37,6 +37,7 @@ class ModelState:
     pending: int  # admitted and not yet executing (Triton's pending count: decode + queue)
     load_seconds: float
     stats: StatsSnapshot
+    oldest_batch_age_s: float = 0.0  # the oldest running runtime call (the watchdog's measure)
 
 
 class StateSource(Protocol):
@@ -63,13 +64,17 @@ class _StateCollector:
             "yoloxpai_inflight_requests", "Requests admitted and not yet answered.", labels=["model"]
         )
         load = GaugeMetricFamily("yoloxpai_model_load_seconds", "Time to load and warm up a model.", labels=["model"])
+        age = GaugeMetricFamily(
+            "yoloxpai_oldest_batch_age_seconds", "How long the oldest running runtime call has run.", labels=["model"]
+        )
         for state in self._source.model_states():
             queue.add_metric([state.name], state.queue_depth)
             inflight.add_metric([state.name], state.inflight)
             load.add_metric([state.name], state.load_seconds)
+            age.add_metric([state.name], state.oldest_batch_age_s)
         ready = GaugeMetricFamily("yoloxpai_ready", "1 when the server is ready to take traffic.")
         ready.add_metric([], 1.0 if self._source.is_ready() else 0.0)
-        return [queue, inflight, load, ready]
+        return [queue, inflight, load, age, ready]
 
 
 def _label(value: str) -> str:
@@ -161,6 +166,12 @@ class Metrics:
         )
         self.rejected = Counter("yoloxpai_rejected", "Requests refused at admission.", ["model", "reason"], registry=r)
         self.expired = Counter("yoloxpai_expired", "Requests whose deadline passed.", ["model"], registry=r)
+        self.runtime_failures = Counter(
+            "yoloxpai_runtime_failures",
+            "Runtime calls (batches, direct runs, probes) that raised.",
+            ["model"],
+            registry=r,
+        )
         self._source: StateSource | None = None
 
     def bind(self, source: StateSource) -> None:

@@ -16,6 +16,8 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+import numpy as np
+
 from service.batch_exec import (
     NOTHING_RAN,
     BatchExecutor,
@@ -35,6 +37,7 @@ from service.options import OptionResolver, ResolvedOptions
 from service.predictor_api import Predictor
 from service.settings import Settings
 from service.stats import REASON_BACKEND, REASON_CANCELED, REASON_OTHER, REASON_REJECTED, ModelStatistics
+from service.watchdog import RuntimeHealth
 from service.workers import Worker, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -91,6 +94,7 @@ class ModelUnit:
         self._batch_size = metrics.batch_size.labels(info.name)
         self._inference = metrics.inference.labels(info.name)
         self._postprocess = metrics.postprocess.labels(info.name)
+        self.health = RuntimeHealth(metrics.runtime_failures.labels(info.name))
         self._direct_when_idle = settings.direct_when_idle
         self.batcher: DynamicBatcher[Worker] = DynamicBatcher(
             pool=pool,
@@ -215,7 +219,8 @@ class ModelUnit:
         ran = [item for item in items if not item.future.done()]
         if not ran:
             return ran, [], NOTHING_RAN, behind_ns
-        prepared, output = self.executor.decode_and_run(predictor, [item.payload for item in ran])
+        with self.health.call():
+            prepared, output = self.executor.decode_and_run(predictor, [item.payload for item in ran])
         return ran, prepared, output, behind_ns
 
     def _record_batch(self, queue_ns: list[int], prepared: list[Prepared | ServiceError], output: BatchOutput) -> None:
@@ -261,7 +266,7 @@ class ModelUnit:
         when its call is over, so its session is never used by two threads.
         """
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(worker.executor, self._run_one, worker.predictor, Encoded(image, options))
+        work = loop.run_in_executor(worker.live_executor(), self._run_one, worker.predictor, Encoded(image, options))
         # The caller waits on its own future: cancelling it (client gone) or the deadline timer ends the wait and
         # leaves ``work`` to finish and give the worker back (a bare future and a timer: no wait_for/shield tasks).
         waiter = loop.create_future()
@@ -282,7 +287,8 @@ class ModelUnit:
 
     def _run_one(self, predictor: Predictor, payload: Encoded) -> tuple[list[Prepared | ServiceError], BatchOutput]:
         try:
-            return self.executor.decode_and_run(predictor, [payload])
+            with self.health.call():
+                return self.executor.decode_and_run(predictor, [payload])
         except Exception as exc:  # as in the batcher: a failing backend call is a 500 for this request only
             log.exception("direct inference failed")
             raise InferenceFailed(f"inference failed: {type(exc).__name__}: {exc}") from exc
@@ -302,6 +308,31 @@ class ModelUnit:
             waiter.set_exception(error)
         else:
             waiter.set_result(done.result())
+
+    async def probe(self) -> None:
+        """One image of zeros through the runtime on a free instance (the watchdog heals a failing model with
+        it). Waits for the thread's call however long it takes: a hung probe shows as an old runtime call."""
+        worker = self.pool.try_acquire()
+        if worker is None:
+            return
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(worker.live_executor(), self._zeros_through, worker.predictor)
+        ended = loop.create_future()
+
+        def done(future: asyncio.Future) -> None:
+            self.pool.release(worker)
+            ok = not future.cancelled() and future.exception() is None
+            if not ended.done():
+                ended.set_result(ok)
+
+        work.add_done_callback(done)
+        if not await ended:
+            log.warning("probe run of model %r failed", self.name)
+
+    def _zeros_through(self, predictor: Predictor) -> None:
+        h, w = predictor.meta.input_hw
+        with self.health.call():
+            predictor.infer(np.zeros((1, 3, h, w), np.float32))
 
 
 def _expire_waiter(waiter: asyncio.Future) -> None:

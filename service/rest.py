@@ -103,20 +103,24 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
         infos = engine.models()
         return JSONResponse({"models": [describe_model(info, i == 0) for i, info in enumerate(infos)]})
 
-    @app.get("/healthz", summary="Liveness: the process is up")
-    async def healthz() -> dict[str, str]:
-        return {"status": "live"}
+    @app.get("/healthz", summary="Liveness: the process is up and no runtime hangs", responses={503: {}})
+    async def healthz() -> Response:
+        if engine.is_live():
+            return JSONResponse({"status": "live"})
+        return error_response(errors.NotReady(f"not live: {engine.health_reason()}"), settings.retry_after_s)
 
     @app.get("/readyz", summary="Readiness: models loaded and warmed, not draining", responses={503: {}})
     async def readyz() -> Response:
         if engine.is_ready():
             return JSONResponse({"status": "ready"})
-        reason = "draining" if engine.draining.is_set() else "not ready"
+        reason = "draining" if engine.draining.is_set() else f"not ready {engine.health_reason()}".strip()
         return error_response(errors.NotReady(f"server is {reason}"), settings.retry_after_s)
 
-    @app.get("/metrics", summary="Prometheus metrics (yoloxpai_* and Triton-named nv_inference_*)")
-    async def metrics() -> Response:
-        return Response(engine.telemetry.render(), media_type=METRICS_CONTENT_TYPE)
+    if settings.metrics_port is None:  # else service.metrics_http serves it, on its own port
+
+        @app.get("/metrics", summary="Prometheus metrics (yoloxpai_* and Triton-named nv_inference_*)")
+        async def metrics() -> Response:
+            return Response(engine.telemetry.render(), media_type=METRICS_CONTENT_TYPE)
 
     # DetectJSONRequest is referenced from the hand-written request body: publish it in the components.
     original_openapi = app.openapi

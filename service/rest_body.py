@@ -17,6 +17,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.engine import DetectOptions
 from service.errors import InvalidImage, InvalidOption
+from service.http_io import off_loop
 from service.imaging import EncodedImage, check_media_type
 from service.schemas import DetectJSONRequest
 
@@ -59,12 +60,15 @@ def _b64_image(value: str, index: int) -> EncodedImage:
         raise InvalidImage(f"images[{index}].b64 is not valid base64: {exc}") from None
 
 
-def parse_json_body(body: bytes, options: DetectOptions) -> tuple[list[EncodedImage], DetectOptions]:
+def parse_json_body(body: bytes, options: DetectOptions, max_images: int) -> tuple[list[EncodedImage], DetectOptions]:
     """``{"images": [{"b64": ...}], "score_threshold"?, "max_detections"?, "classes"?}`` -> images, options."""
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidOption(f"body is not valid JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: also a >4300-digit integer
+        raise InvalidOption(f"body is not valid JSON: {str(exc)[:200]}") from None
+    images_field = data.get("images") if isinstance(data, dict) else None
+    if isinstance(images_field, list) and len(images_field) > max_images:  # before validating a million entries
+        raise InvalidOption(f"{len(images_field)} images in one request; the limit is {max_images}")
     try:
         parsed = DetectJSONRequest.model_validate(data)
     except ValidationError as exc:
@@ -114,7 +118,7 @@ async def parse_detect_body(
     if not body:
         raise InvalidImage("empty body: send an image")
     if media_type == "application/json":
-        images, options = parse_json_body(body, options)
+        images, options = await off_loop(len(body), parse_json_body, body, options, max_images)
     elif media_type == "multipart/form-data":
         images = await parse_multipart(headers, body, max_images)
     else:

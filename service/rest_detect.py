@@ -37,7 +37,9 @@ async def detect_response(
             check_api_key(headers.get("authorization"), settings.api_keys)
             if name is not None:
                 engine.model_info(name)  # 404 before reading a large body
-            body = await read_body(receive, headers.get("content-length"), settings.max_request_bytes)
+            body = await read_body(
+                receive, headers.get("content-length"), settings.max_request_bytes, settings.body_timeout_s
+            )
             images, options = await parse_detect_body(headers, body, query.options, settings.max_images_per_request)
             timeout_s = None if query.timeout_ms is None else query.timeout_ms / 1000.0
             work = engine.detect_many(images, model=name, options=options, timeout_s=timeout_s)

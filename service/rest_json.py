@@ -15,7 +15,7 @@ from service.errors import ServiceError
 
 def error_response(error: ServiceError, retry_after_s: int) -> JSONResponse:
     """The one place a domain error becomes a ``/v1`` HTTP response."""
-    body = {"error": {"code": error.code, "message": error.message}}
+    body = {"error": {"code": error.code, "message": errors.public_message(error)}}
     return JSONResponse(body, status_code=errors.http_status(error), headers=errors.http_headers(error, retry_after_s))
 
 

@@ -1,5 +1,6 @@
-"""The HTTP entry point (ASGI): the hot POST routes straight to their framework-free handlers, every other request
-to the FastAPI app unchanged.
+"""The HTTP entry point (ASGI): every request gets its request id (``service.request_ids``: set for the request's
+logs, echoed as ``X-Request-ID``) and an access line; the hot POST routes go straight to their framework-free
+handlers, every other request to the FastAPI app unchanged.
 
 Taken here: ``POST /v1/detect`` and ``/v1/models/{name}/detect`` with the image as the raw body (an image or
 unlabelled media type) and plainly spelled query options -> ``service.rest_detect.detect_response``; and
@@ -15,6 +16,7 @@ Imports nothing from ``model``.
 from __future__ import annotations
 
 import re
+import time
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import Headers
@@ -22,7 +24,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.engine import Engine
 from service.imaging import IMAGE_MEDIA_TYPES, SNIFFED_MEDIA_TYPES
+from service.logs import access
 from service.oip.rest_infer import infer_response
+from service.request_ids import REQUEST_ID, request_id_from
 from service.rest_body import DetectQuery, split_classes
 from service.rest_detect import detect_response
 from service.settings import Settings
@@ -31,7 +35,7 @@ _NAMED = re.compile(r"/v1/models/([^/]+)/detect")
 _OIP_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")  # FastAPI's {model} is [^/]+ too
 # Only the plainest spellings, which FastAPI (pydantic) and Python read alike; others go to FastAPI.
 _FLOAT = re.compile(r"-?\d+(\.\d+)?")
-_INT = re.compile(r"-?\d+")
+_INT = re.compile(r"-?\d{1,18}")  # a longer one is FastAPI's to refuse (int() would raise past 4300 digits)
 _SCALARS = {"score_threshold": _FLOAT, "max_detections": _INT, "timeout_ms": _FLOAT}
 
 
@@ -69,12 +73,37 @@ class Router:
         self.app, self.engine, self.settings = app, engine, settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            response = await self._handle(scope, receive)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        given: dict[bytes, bytes] = {}
+        for key, value in scope["headers"]:
+            if key in (b"x-request-id", b"traceparent"):
+                given.setdefault(key, value)
+        rid = request_id_from(
+            given.get(b"x-request-id", b"").decode("latin-1"), given.get(b"traceparent", b"").decode("latin-1")
+        )
+        token = REQUEST_ID.set(rid)
+        status = 0
+
+        async def send_with_id(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            response = await self._handle(scope, receive) if scope["method"] == "POST" else None
             if response is not None:
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+                await response(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            if self.settings.access_log:
+                access("http", f"{scope['method']} {scope['path']}", status or 500, time.perf_counter() - start, rid)
+            REQUEST_ID.reset(token)
 
     async def _handle(self, scope: Scope, receive: Receive):
         """The hot route's response, or ``None`` when the request belongs to FastAPI."""

@@ -22,6 +22,7 @@ from service.batched_engine import BatchedEngine
 from service.bundles import PredictorLoader
 from service.grpc_host import EngineHealthServicer, create_server
 from service.http_app import create_http_app
+from service.metrics_http import MetricsListener
 from service.settings import Settings
 
 log = logging.getLogger("yoloxpai.serve")
@@ -55,7 +56,9 @@ class Server:
         self.engine = BatchedEngine(settings, loader=loader)
         self.http_port = 0
         self.grpc_port = 0
+        self.metrics_port: int | None = None  # set when settings.metrics_port is: /metrics on its own port
         self._http: _Uvicorn | None = None
+        self._metrics: MetricsListener | None = None
         self._http_task: asyncio.Task | None = None
         self._grpc = None
         self._health: EngineHealthServicer | None = None
@@ -68,9 +71,11 @@ class Server:
         config = uvicorn.Config(
             create_http_app(self.engine, s),
             lifespan="off",
+            log_config=None,  # its records go to our handler (text or JSON, with request ids)
             log_level=s.log_level,
-            access_log=s.log_level == "debug",
+            access_log=False,  # the router writes one access line per request, with its request id
             timeout_graceful_shutdown=max(s.drain_timeout_s, 1.0),
+            limit_concurrency=s.max_connections,
             server_header=False,
             ssl_certfile=str(s.tls_cert_file) if s.tls_cert_file else None,
             ssl_keyfile=str(s.tls_key_file) if s.tls_key_file else None,
@@ -82,6 +87,9 @@ class Server:
                 self._http_task.result()
                 raise RuntimeError("HTTP server stopped during startup")
             await asyncio.sleep(0.01)
+        if s.metrics_port is not None:
+            self._metrics = MetricsListener(self.engine, s.host, s.metrics_port, s.log_level)
+            self.metrics_port = await self._metrics.start()
         self._grpc, self.grpc_port, self._health = create_server(self.engine, s)
         await self._grpc.start()
         log.info("listening: http_port=%d grpc_port=%d (loading models)", self.http_port, self.grpc_port)
@@ -111,6 +119,8 @@ class Server:
                 await asyncio.wait_for(self._http_task, timeout=remaining_s + 1.0)
             except asyncio.TimeoutError:
                 log.warning("HTTP server did not stop in time")
+        if self._metrics is not None:  # after the HTTP server: the drain stays observable to the end
+            await self._metrics.stop()
         await self.engine.close()
         succeeded = sum(state.stats.success_count for state in self.engine.model_states())
         log.info("stopped: drained=%s in_flight_at_exit=%d succeeded=%d", drained, self.engine.inflight, succeeded)

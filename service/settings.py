@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", description="address both servers bind")
     http_port: int = Field(8000, ge=0, le=65535, description="REST port (0 = any free port)")
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port (0 = any free port)")
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="serve `/metrics` alone on this port, in plain HTTP without API key even when TLS is on, and "
+        "no longer on the REST port (0 = any free port); none -> `/metrics` on the REST port",
+    )
     tls_cert_file: Path | None = Field(None, description="PEM certificate: serve HTTPS and gRPC over TLS")
     tls_key_file: Path | None = Field(None, description="PEM private key matching --tls-cert-file")
     api_keys: Annotated[list[str], NoDecode] = Field(
@@ -86,14 +93,15 @@ class Settings(BaseSettings):
         64, ge=1, description="admitted but not yet running requests per model; beyond -> 503 / UNAVAILABLE"
     )
     priority_levels: int = Field(
-        3,
+        1,
         ge=1,
         le=1000,
         description="request priority levels (Triton semantics: 1 is the most urgent; a batch takes urgent requests "
-        "first); a request without a priority, or with one outside 1..levels, gets --default-priority-level",
+        "first); a request without a priority, or with one outside 1..levels, gets --default-priority-level. "
+        "Default 1: off, because any client may name a priority and strict levels let it starve the others",
     )
     default_priority_level: int = Field(
-        2, ge=1, description="the level of requests that name no (valid) priority; must be <= --priority-levels"
+        1, ge=1, description="the level of requests that name no (valid) priority; must be <= --priority-levels"
     )
     instances_per_device: int | None = Field(
         None,
@@ -143,8 +151,51 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="largest request body / gRPC message")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest image (width * height), checked pre-decode")
     max_images_per_request: int = Field(16, ge=1, description="images in one REST request")
+    max_inflight_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="encoded image bytes admitted and not yet answered, over all models (a byte budget beside the "
+        "queue's image count: a few large images must not exhaust memory); beyond -> 503 / UNAVAILABLE",
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0.0, description="longest time a client may take to send a request body; slower -> 408"
+    )
+    max_connections: int = Field(
+        1024, ge=1, description="concurrent HTTP connections and requests; beyond -> 503 (uvicorn limit_concurrency)"
+    )
+    grpc_max_concurrent_streams: int = Field(
+        256, ge=1, description="concurrent gRPC calls per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)"
+    )
+    grpc_max_connection_age_s: float = Field(
+        300.0,
+        gt=0.0,
+        description="a gRPC connection is closed gracefully after this long (clients reconnect, so replicas added "
+        "by a scale-up get a share of long-lived clients' traffic)",
+    )
+    grpc_keepalive_s: float = Field(
+        60.0, gt=0.0, description="gRPC keepalive ping interval (finds dead peers behind idle connections)"
+    )
     retry_after_s: int = Field(1, ge=0, description="`Retry-After` seconds sent with 503 responses")
 
+    # Health (the watchdog).
+    watchdog_interval_s: float = Field(1.0, gt=0.0, description="how often the watchdog checks every model")
+    stalled_batch_s: float = Field(
+        60.0, gt=0.0, description="a batch running longer marks its model unhealthy: the server reports not ready"
+    )
+    dead_batch_s: float = Field(
+        300.0,
+        gt=0.0,
+        description="a batch running longer means a hung runtime: /healthz fails so the orchestrator restarts us",
+    )
+    unready_after_failures: int = Field(
+        5, ge=1, description="consecutive runtime failures of a model that mark it unhealthy (not ready)"
+    )
+    dead_after_failures: int = Field(
+        20,
+        ge=1,
+        description="consecutive runtime failures (requests and the watchdog's probe runs) after which /healthz "
+        "fails; a success in between heals the model",
+    )
     # Lifecycle.
     shutdown_delay_s: float = Field(
         0.0,
@@ -153,6 +204,8 @@ class Settings(BaseSettings):
     )
     drain_timeout_s: float = Field(30.0, ge=0.0, description="longest wait for accepted work after SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["text", "json"] = Field("text", description="log lines as text or one JSON object each")
+    access_log: bool = Field(True, description="one info line per HTTP request and gRPC call (off: --no-access-log)")
 
     @field_validator("bundles", "api_keys", mode="before")
     @classmethod
@@ -163,6 +216,12 @@ class Settings(BaseSettings):
     def _tls_pair(self) -> Settings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file must be given together")
+        return self
+
+    @model_validator(mode="after")
+    def _watchdog_order(self) -> Settings:
+        if self.dead_batch_s < self.stalled_batch_s or self.dead_after_failures < self.unready_after_failures:
+            raise ValueError("the dead_* limits must not be below the stalled/unready ones")
         return self
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ the event loop. Imports nothing from ``model``: the predictor is duck-typed.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from service.batcher import WorkerSource
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -33,15 +36,26 @@ class Worker:
     depth: int = 1  # batches it may hold: the running one plus those queued behind it on its thread
     executor: ThreadPoolExecutor = field(init=False, repr=False)
 
+    closed: bool = field(default=False, init=False)
+
     def __post_init__(self) -> None:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
 
+    def live_executor(self) -> ThreadPoolExecutor:
+        """The worker's thread, replaced by a new one if it was lost (shut down under a serving worker): a worker
+        whose thread is gone would otherwise fail every batch it is given until the process restarts."""
+        if self.executor._shutdown and not self.closed:  # noqa: SLF001 (the stdlib exposes no public flag)
+            log.warning("worker %s lost its thread; starting a new one", self.name)
+            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
+        return self.executor
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on this worker's thread without blocking the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.live_executor(), fn, *args)
 
     def close(self) -> None:
         """Stop the thread once its current call returns."""
+        self.closed = True
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 

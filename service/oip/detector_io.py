@@ -84,8 +84,9 @@ class DetectCall:
     outputs: tuple[str, ...]
 
 
-def check_input(model: str, name: str, datatype: str, shape: tuple[int, ...]) -> None:
-    """Refuse an input the contract does not have, before its data is decoded (Triton's wording)."""
+def check_input(model: str, name: str, datatype: str, shape: tuple[int, ...], max_images: int) -> None:
+    """Refuse an input the contract does not have, or more than ``max_images`` images, before its data is
+    decoded (Triton's wording)."""
     spec = _INPUTS_BY_NAME.get(name)
     if spec is None:
         raise InvalidTensor(f"unexpected inference input '{name}' for model '{model}': send IMAGE or IMAGE_RAW")
@@ -102,6 +103,8 @@ def check_input(model: str, name: str, datatype: str, shape: tuple[int, ...]) ->
         raise InvalidTensor(
             f"unexpected shape for input '{name}' for model '{model}'. Expected {expected}, got {list(shape)}"
         )
+    if shape[0] > max_images:
+        raise InvalidTensor(f"inference request batch-size must be <= {max_images} for '{model}'")
 
 
 def _number(parameters: Mapping[str, Any], key: str) -> float | None:

@@ -67,8 +67,9 @@ def _typed(name: str, datatype: str, shape: tuple[int, ...], contents: pb.InferT
     return from_json(name, datatype, shape, list(values))  # the same count and range checks as JSON data
 
 
-def decode_request(request: pb.ModelInferRequest) -> InferRequest:
-    """Protobuf request -> wire-neutral request (contract checks before any data is decoded)."""
+def decode_request(request: pb.ModelInferRequest, max_images: int) -> InferRequest:
+    """Protobuf request -> wire-neutral request (contract checks, batch size included, before any data is
+    decoded)."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidTensor(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs")
@@ -77,7 +78,7 @@ def decode_request(request: pb.ModelInferRequest) -> InferRequest:
         name = tensor.name
         datatype = check_datatype(name, tensor.datatype)
         shape = check_shape(name, list(tensor.shape))
-        check_input(request.model_name, name, datatype, shape)
+        check_input(request.model_name, name, datatype, shape, max_images)
         if raw:
             if tensor.HasField("contents") and tensor.contents.ByteSize():
                 raise InvalidTensor(f"input '{name}': send raw_input_contents or typed contents, not both")

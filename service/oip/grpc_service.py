@@ -138,8 +138,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         # One request, counted in the request metrics; a domain error is returned, not raised.
         try:
             with counted(self._engine, PROTOCOL, request.model_name):
-                decoded = decode_request(request)
                 limit = self._settings.max_images_per_request
+                decoded = decode_request(request, limit)
                 result = await infer(self._engine, decoded, max_images=limit, client_timeout_s=context.time_remaining())
                 return encode_response(result), None
         except ServiceError as exc:

@@ -57,7 +57,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
             raise InvalidTensor(f"raw binary requests ({HEADER_LENGTH}: 0) are not supported: send a JSON header")
     try:
         header = json.loads(body[:split])
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: also a >4300-digit integer
         raise InvalidOption(f"failed to parse the request JSON buffer: {exc}") from None
     if not isinstance(header, dict):
         raise InvalidOption("the inference request JSON must be an object")
@@ -81,9 +81,10 @@ def request_id(header: Mapping[str, Any]) -> str:
 
 
 def decode_request(
-    header: Mapping[str, Any], binary: memoryview, model: str, version: str
+    header: Mapping[str, Any], binary: memoryview, model: str, version: str, max_images: int
 ) -> tuple[InferRequest, frozenset[str]]:
-    """Header + binary section -> the request and the names of the outputs to send in binary form."""
+    """Header + binary section -> the request and the names of the outputs to send in binary form (contract
+    checks, batch size included, before any data is decoded)."""
     parameters = _dict(header.get("parameters"), "'parameters'")
     raw_inputs = header.get("inputs")
     if not isinstance(raw_inputs, list):
@@ -98,7 +99,7 @@ def decode_request(
         if not isinstance(raw.get("shape"), list):
             raise InvalidTensor(f"input '{name}' needs a 'shape' list")
         shape = check_shape(name, raw["shape"])
-        check_input(model, name, datatype, shape)
+        check_input(model, name, datatype, shape, max_images)
         tensor_parameters = _dict(raw.get("parameters"), f"parameters of input '{name}'")
         size = tensor_parameters.get("binary_data_size")
         if size is None:

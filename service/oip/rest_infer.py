@@ -17,7 +17,7 @@ from service.accounting import counted
 from service.auth import check_api_key
 from service.engine import Engine
 from service.errors import ClientGone, ServiceError
-from service.http_io import read_body, run_until_disconnect
+from service.http_io import off_loop, read_body, run_until_disconnect
 from service.oip.http_codec import HEADER_LENGTH, decode_request, decompress, encode_response, request_id, split_body
 from service.oip.serving import infer, resolve_model
 from service.settings import Settings
@@ -43,12 +43,15 @@ async def infer_response(
         with counted(engine, PROTOCOL, model, start):
             check_api_key(headers.get("authorization"), settings.api_keys)
             resolve_model(engine, model, version)  # 404 before reading a large body
-            body = await read_body(receive, headers.get("content-length"), settings.max_request_bytes)
+            body = await read_body(
+                receive, headers.get("content-length"), settings.max_request_bytes, settings.body_timeout_s
+            )
             body = decompress(body, headers.get("content-encoding"), settings.max_request_bytes)
-            header, binary = split_body(body, headers.get(HEADER_LENGTH))
+            header, binary = await off_loop(len(body), split_body, body, headers.get(HEADER_LENGTH))
             rid = request_id(header)
-            decoded, binary_outputs = decode_request(header, binary, model, version)
-            work = infer(engine, decoded, max_images=settings.max_images_per_request)
+            limit = settings.max_images_per_request
+            decoded, binary_outputs = await off_loop(len(body), decode_request, header, binary, model, version, limit)
+            work = infer(engine, decoded, max_images=limit)
             result = await run_until_disconnect(receive, work)
             content, response_headers = encode_response(result, binary_outputs)
             return Response(content, headers=response_headers)

@@ -61,10 +61,10 @@ def test_binary_outputs_follow_the_request_and_output_parameters():
         "inputs": [image],
         "outputs": [{"name": "scores", "parameters": {"binary_data": True}}, {"name": "boxes"}],
     }
-    request, binary = decode_request(header, memoryview(b""), "m", "")
+    request, binary = decode_request(header, memoryview(b""), "m", "", max_images=4)
     assert request.outputs == ("scores", "boxes") and binary == {"scores"}
     _, binary = decode_request(
-        {"inputs": [image], "parameters": {"binary_data_output": True}}, memoryview(b""), "m", ""
+        {"inputs": [image], "parameters": {"binary_data_output": True}}, memoryview(b""), "m", "", max_images=4
     )
     assert binary == {"num_dets", "boxes", "scores", "classes", "class_names"}
 

@@ -82,7 +82,7 @@ def test_model_metadata_and_config_describe_the_tensors_and_the_batcher(client, 
     assert config["output"][1] == {"name": "boxes", "data_type": "TYPE_FP32", "dims": [-1, 4]}
     batching = config["dynamic_batching"]
     assert batching["max_queue_delay_microseconds"] == 4000
-    assert (batching["priority_levels"], batching["default_priority_level"]) == (3, 2)
+    assert (batching["priority_levels"], batching["default_priority_level"]) == (1, 1)  # off unless configured
     assert batching["default_queue_policy"]["max_queue_size"] == 64
     assert batching["default_queue_policy"]["default_timeout_microseconds"] == 30_000_000
     assert config["instance_group"] == [{"name": "tiny", "kind": "KIND_CPU", "count": 1}]

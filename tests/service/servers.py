@@ -40,8 +40,9 @@ class ServerThread:
     by the error mapping, never by an unhandled exception.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, loader=None) -> None:
         self.settings = settings
+        self.loader = loader  # a PredictorLoader (default: the real bundle loader)
         self.server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -54,7 +55,7 @@ class ServerThread:
         async def run() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            self.server = Server(self.settings)
+            self.server = Server(self.settings, loader=self.loader)
             try:
                 await self.server.start()
             except BaseException as exc:
@@ -133,7 +134,7 @@ class ServeProcess:
             match = re.search(r"http_port=(\d+) grpc_port=(\d+)", line)
             if match:
                 self.http_port, self.grpc_port = int(match.group(1)), int(match.group(2))
-            if " ready: " in line:
+            if "ready: models" in line:  # text or JSON log lines
                 self._ready.set()
         self._ready.set()  # exited: wake the waiter
 
