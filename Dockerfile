@@ -53,6 +53,7 @@ RUN set -eu; \
         cp -r "$(/opt/venv/bin/python -c 'from model.artifacts import default_bundle_dir; print(default_bundle_dir())')" \
             /models/default; \
     fi; \
+    chmod -R u=rwX,go=rX /models; \
     /opt/venv/bin/yoloxpai serve --help >/dev/null; \
     /opt/venv/bin/python -m pip uninstall -y -q pip
 
@@ -65,7 +66,9 @@ LABEL org.opencontainers.image.title="yoloxpai serve (CPU)" \
 RUN groupadd --system --gid 10001 yoloxpai \
  && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin yoloxpai
 COPY --from=builder-cpu /opt/venv /opt/venv
-COPY --from=builder-cpu --chown=10001:10001 /models /models
+# Owned by root, readable by all (modes fixed in the builder, whatever the build context's were): the server (uid
+# 10001) can read the baked-in bundles but not replace them, even where the root filesystem is writable.
+COPY --from=builder-cpu /models /models
 # PYTHONDONTWRITEBYTECODE: the root filesystem is read-only in Kubernetes. XDG_CACHE_HOME: runtimes that cache
 # (OpenVINO, TensorRT timing caches) write under /tmp, the one writable mount.
 ENV PATH=/opt/venv/bin:$PATH \
@@ -113,6 +116,7 @@ RUN set -eu; \
     /opt/venv/bin/pip install --no-deps --force-reinstall -c constraints.txt .; \
     mkdir -p /models; \
     if [ -n "$BUNDLE" ]; then cp -r "/src/$BUNDLE" "/models/$(basename "$BUNDLE")"; fi; \
+    chmod -R u=rwX,go=rX /models; \
     /opt/venv/bin/yoloxpai serve --help >/dev/null; \
     /opt/venv/bin/python -m pip uninstall -y -q pip
 
@@ -126,7 +130,8 @@ RUN apt-get update \
  && groupadd --system --gid 10001 yoloxpai \
  && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin yoloxpai
 COPY --from=builder-gpu /opt/venv /opt/venv
-COPY --from=builder-gpu --chown=10001:10001 /models /models
+# Root-owned and read-only to uid 10001, as in serve-cpu.
+COPY --from=builder-gpu /models /models
 # A TensorRT engine is specific to the GPU model and TensorRT version: GPU bundles come from /models at run time
 # (a volume), not from the image, unless BUNDLE baked one in for a known fleet.
 ENV PATH=/opt/venv/bin:$PATH \

@@ -1,7 +1,10 @@
 """The bundle: a directory with a ``preprocess`` artifact, one or more ``model`` artifacts and ``meta.json``.
 
 Torch-free (stdlib + hashlib): the serving image reads bundles without torch. ``load_bundle_meta`` validates the
-schema and every file's sha256 and raises ``BundleError`` naming the offending file.
+schema and every file's sha256 and raises ``BundleError`` naming the offending file. Every file name in the meta
+must stay inside the bundle directory (no absolute paths, no ``..``, no symlink out): a bundle is data, possibly
+from elsewhere, and must not make the server read or hash arbitrary files. Open bundle files through
+``bundle_file``, which checks that again after resolving symlinks.
 
 Layout::
 
@@ -21,7 +24,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from model.config import InputConvention
@@ -111,6 +114,37 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def meta_file_names(meta: BundleMeta) -> list[str]:
+    """Every file name ``meta.json`` refers to: ``files`` keys, each model's ``file`` and its ``extra.*_file``."""
+    names = list(meta.files)
+    for artifact in meta.models.values():
+        names.append(artifact.file)
+        names += [value for key, value in artifact.extra.items() if key.endswith("_file") and value]
+    return names
+
+
+def _check_contained_name(name: object, where: str) -> None:
+    """Refuse a file name that could leave the bundle directory (absolute, a drive, ``..``, backslashes)."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise BundleError(f"{where}: invalid bundle file name {name!r}")
+    posix = PurePosixPath(name)
+    windows = PureWindowsPath(name)
+    if posix.is_absolute() or windows.drive or windows.root or ".." in posix.parts or "\\" in name:
+        raise BundleError(f"{where}: bundle file {name!r} is outside the bundle directory (absolute or '..')")
+
+
+def bundle_file(bundle_dir: str | Path, name: str) -> Path:
+    """The path of the bundle file ``name`` (from ``meta.json``); ``BundleError`` if it resolves outside the bundle
+    directory, through ``..``, an absolute path or a symlink."""
+    bundle_dir = Path(bundle_dir)
+    where = str(bundle_dir / META_FILE)
+    _check_contained_name(name, where)
+    path = bundle_dir / name
+    if not path.resolve().is_relative_to(bundle_dir.resolve()):
+        raise BundleError(f"{where}: bundle file {name!r} resolves outside the bundle directory ({path.resolve()})")
+    return path
+
+
 def _require(data: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in data:
         raise BundleError(f"{where}: missing field {key!r}")
@@ -173,6 +207,8 @@ def parse_meta(data: dict[str, Any], where: str = META_FILE) -> BundleMeta:
         raise BundleError(f"{where}: class_names is empty")
     if not meta.models:
         raise BundleError(f"{where}: the bundle holds no model artifact")
+    for name in meta_file_names(meta):
+        _check_contained_name(name, where)
     return meta
 
 
@@ -195,15 +231,13 @@ def load_bundle_meta(bundle_dir: str | Path, verify: bool = True) -> BundleMeta:
 
 
 def verify_files(bundle_dir: Path, meta: BundleMeta) -> None:
-    """Every listed file exists and has its recorded sha256; every model file is listed."""
+    """Every listed file lies inside the bundle, exists and has its recorded sha256; every model file is listed."""
     listed = set(meta.files)
-    for artifact in meta.models.values():
-        needed = [artifact.file] + [v for k, v in artifact.extra.items() if k.endswith("_file") and v]
-        for name in needed:
-            if name not in listed:
-                raise BundleError(f"{bundle_dir / META_FILE}: model file {name} has no recorded sha256")
+    for name in meta_file_names(meta):
+        if name not in listed:
+            raise BundleError(f"{bundle_dir / META_FILE}: model file {name} has no recorded sha256")
     for name, expected in meta.files.items():
-        path = bundle_dir / name
+        path = bundle_file(bundle_dir, name)
         if not path.is_file():
             raise BundleError(f"bundle file missing: {path}")
         actual = sha256_file(path)

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from model.artifacts import BundleError, BundleMeta, ModelArtifact, load_bundle_meta
+from model.artifacts import BundleError, BundleMeta, ModelArtifact, bundle_file, load_bundle_meta
 from model.letterbox import boxes_to_original, preprocess_image
 from model.runtime import RawOutput, Runner
 
@@ -100,8 +100,8 @@ def create_runner(
     threads: int | None,
     spin: bool,
 ) -> Runner:
-    """Instantiate the runner for a resolved backend."""
-    path = bundle_dir / artifact.file
+    """Instantiate the runner for a resolved backend (its files checked to lie inside the bundle)."""
+    path = bundle_file(bundle_dir, artifact.file)
     if backend == "onnxruntime":
         from model.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
@@ -125,7 +125,7 @@ def create_runner(
         meta.max_batch,
         device,
         artifact.precision,
-        prebuilt=bundle_dir / engine if engine else None,
+        prebuilt=bundle_file(bundle_dir, engine) if engine else None,
         prebuilt_spec=artifact.extra.get("engine_spec"),
     )
 

@@ -148,9 +148,14 @@ def _interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
     return node
 
 
+# The variables docker-compose.yml requires (``${VAR:?...}``), as a user's .env would set them.
+COMPOSE_REQUIRED_ENV = {"GRAFANA_ADMIN_PASSWORD": "test-only-grafana-password"}
+
+
 def load_compose(env: Mapping[str, str] | None = None) -> dict:
-    """docker-compose.yml after interpolation with ``env`` (default: no variables set, so defaults apply)."""
-    return _interpolate_tree(yaml.safe_load(COMPOSE_FILE.read_text()), env or {})
+    """docker-compose.yml after interpolation with ``env`` (default: only the required variables, so defaults
+    apply to the rest); raises ``ValueError`` when a required variable is missing."""
+    return _interpolate_tree(yaml.safe_load(COMPOSE_FILE.read_text()), COMPOSE_REQUIRED_ENV if env is None else env)
 
 
 def mapping(value: Any) -> dict[str, str]:

@@ -4,6 +4,8 @@ volumes, the train profile, Prometheus and Grafana provisioning)."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 from importlib import resources
@@ -14,6 +16,7 @@ import yaml
 
 from ._manifests import (
     COMPOSE_FILE,
+    COMPOSE_REQUIRED_ENV,
     DASHBOARD,
     REPO,
     compose_argv,
@@ -21,6 +24,7 @@ from ._manifests import (
     interpolate,
     load_compose,
     mapping,
+    stage_instructions,
     yoloxpai_invocations,
 )
 
@@ -48,7 +52,7 @@ def test_interpolation() -> None:
 
 @pytest.mark.parametrize("env", [{}, {"TRAIN_EPOCHS": "3", "PROMETHEUS_IMAGE": "prom/prometheus:latest"}])
 def test_matches_the_compose_specification(env: dict[str, str]) -> None:
-    jsonschema.Draft202012Validator(_compose_schema()).validate(load_compose(env))
+    jsonschema.Draft202012Validator(_compose_schema()).validate(load_compose({**COMPOSE_REQUIRED_ENV, **env}))
 
 
 def test_schema_rejects_a_typo(compose: dict) -> None:
@@ -65,9 +69,41 @@ def test_docker_compose_config_accepts_it() -> None:
         pytest.skip("Docker Compose v2 (`docker compose`) is not installed; validated against the schema instead")
     proc = subprocess.run(
         [docker, "compose", "-f", str(COMPOSE_FILE), "--profile", "train", "config", "--quiet"],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, **COMPOSE_REQUIRED_ENV},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+
+
+def test_grafana_admin_password_has_no_default() -> None:
+    """Compose refuses to start without GRAFANA_ADMIN_PASSWORD (``${VAR:?}``) instead of falling back to one."""
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["grafana"]["environment"]
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", raw["GF_SECURITY_ADMIN_PASSWORD"])
+    for env in ({}, {"GRAFANA_ADMIN_PASSWORD": ""}):
+        with pytest.raises(ValueError, match="GRAFANA_ADMIN_PASSWORD is required"):
+            load_compose(env)
+    grafana = load_compose({"GRAFANA_ADMIN_PASSWORD": "s3cret-from-env"})["services"]["grafana"]
+    assert mapping(grafana["environment"])["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret-from-env"
+    # No other secret-looking variable falls back to a default either.
+    defaults = re.findall(r"\$\{([A-Z0-9_]*(?:PASSWORD|SECRET|TOKEN|KEY)[A-Z0-9_]*):?-", COMPOSE_FILE.read_text())
+    assert not defaults, f"secrets with a default value: {defaults}"
+
+
+def test_train_can_write_the_models_volume_serve_filled(compose: dict) -> None:
+    """The serve image's /models is root-owned (read-only to uid 10001); when serve created the `models` volume,
+    Docker copied that owner into it. A root one-shot hands the volume's top directory to train's user first."""
+    services = compose["services"]
+    init, train = services["models-init"], services["train"]
+    assert train["depends_on"]["models-init"] == {"condition": "service_completed_successfully"}
+    assert init["profiles"] == train["profiles"] == ["train"]
+    train_uid = stage_instructions(train["build"]["target"], "USER")[-1].split(":")[0]
+    volume, mount = next(v.split(":")[:2] for v in train["volumes"] if v.split(":")[0] == "models")
+    assert f"{volume}:{mount}" in init["volumes"]
+    argv = compose_argv(init)
+    assert argv[0] == "chown" and argv[1].split(":")[0] == train_uid and argv[2:] == [mount], argv
+    assert "-R" not in argv, "only the top directory: the baked-in bundles stay root-owned"
+    assert init["user"].split(":")[0] == "0"
+    assert init["cap_drop"] == ["ALL"] and init["cap_add"] == ["CHOWN"]
+    assert init["network_mode"] == "none"
 
 
 def test_serve_publishes_the_ports_it_binds(compose: dict) -> None:

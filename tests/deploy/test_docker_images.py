@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ._manifests import COMPOSE_FILE, REPO
+from ._manifests import COMPOSE_FILE, COMPOSE_REQUIRED_ENV, REPO
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -88,8 +88,9 @@ def test_compose_stack_answers_a_detection() -> None:
         pytest.skip("Docker Compose v2 (`docker compose`) is not installed")
     project = f"yoloxpai-test-{uuid.uuid4().hex[:8]}"
     compose = [docker, "compose", "-f", str(COMPOSE_FILE), "-p", project]
+    env = {**os.environ, **COMPOSE_REQUIRED_ENV}  # compose interpolates the whole file, grafana's password too
     try:
-        subprocess.run([*compose, "up", "-d", "--build", "serve"], check=True, cwd=REPO)
+        subprocess.run([*compose, "up", "-d", "--build", "serve"], check=True, cwd=REPO, env=env)
         _detect(8000)
     finally:
-        subprocess.run([*compose, "down", "-v"], cwd=REPO, capture_output=True)
+        subprocess.run([*compose, "down", "-v"], cwd=REPO, capture_output=True, env=env)

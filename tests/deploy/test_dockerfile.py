@@ -70,6 +70,21 @@ def test_serving_image_reads_models_from_slash_models(stage: str) -> None:
     assert stage_env(stage)["PYTHONDONTWRITEBYTECODE"] == "1", "the root filesystem is read-only in Kubernetes"
 
 
+@pytest.mark.parametrize("stage", SERVING)
+def test_baked_models_are_read_only_to_the_server_user(stage: str) -> None:
+    """uid 10001 reads the baked-in bundles but cannot replace them (a writable root filesystem included)."""
+    (copy,) = [c for c in stage_instructions(stage, "COPY") if c.split()[-1] == "/models"]
+    flags = dict(word[2:].partition("=")[::2] for word in copy.split() if word.startswith("--"))
+    # COPY without --chown gives root:root; --chmod would need BuildKit (this Dockerfile avoids BuildKit-only syntax).
+    assert flags.get("chown", "0:0").split(":")[0] in ("0", "root"), f"{stage}: /models must be owned by root"
+    assert "chmod" not in flags, f"{stage}: set the modes in the builder, not with COPY --chmod"
+    assert not any("/models" in run for run in stage_instructions(stage, "RUN")), f"{stage} changes /models"
+    # The builder fixes the modes after the last copy into /models: others read (and enter) but never write.
+    (run,) = [r for r in stage_instructions(flags["from"], "RUN") if "mkdir -p /models" in r]
+    chmod = "chmod -R u=rwX,go=rX /models"
+    assert chmod in run and run.index(chmod) > run.rindex("cp -r"), f"{flags['from']}: {chmod} after copying"
+
+
 def _dockerignore() -> list[str]:
     lines = (REPO / ".dockerignore").read_text().splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]

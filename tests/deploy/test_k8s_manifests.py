@@ -79,8 +79,10 @@ def test_ports_and_probes_match_the_server(overlay: str) -> None:
     env = container_env(server, docs)
     http_port = int(env.get("YOLOXPAI_HTTP_PORT", _settings_default("http_port")))
     grpc_port = int(env.get("YOLOXPAI_GRPC_PORT", _settings_default("grpc_port")))
+    assert "YOLOXPAI_METRICS_PORT" in env, "metrics on their own port (plain HTTP, no key) for Prometheus"
+    metrics_port = int(env["YOLOXPAI_METRICS_PORT"])
     ports = {p["name"]: p["containerPort"] for p in server["ports"]}
-    assert ports == {"http": http_port, "grpc": grpc_port}
+    assert ports == {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
 
     paths = contract_http_paths()
     startup, readiness, liveness = server["startupProbe"], server["readinessProbe"], server["livenessProbe"]
@@ -171,7 +173,7 @@ def test_settings_configmap_is_the_one_mounted(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_servicemonitor_scrapes_the_http_port_once(overlay: str) -> None:
+def test_servicemonitor_scrapes_the_metrics_port_once(overlay: str) -> None:
     docs, deployment, server = _server(overlay)
     monitor = one(docs, "ServiceMonitor")
     selector = monitor["spec"]["selector"]["matchLabels"]
@@ -179,9 +181,15 @@ def test_servicemonitor_scrapes_the_http_port_once(overlay: str) -> None:
     assert [s["metadata"]["name"] for s in matched] == ["yoloxpai"], "each pod must be scraped exactly once"
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["path"] == "/metrics" and "/metrics" in contract_http_paths()
+    assert endpoint["scheme"] == "http", "the metrics port is plain HTTP, whatever the HTTP port's TLS"
     service_port = next(p for p in matched[0]["spec"]["ports"] if p["name"] == endpoint["port"])
-    http = next(p for p in server["ports"] if p["name"] == "http")
-    assert service_port["targetPort"] in (http["name"], http["containerPort"])
+    metrics = next(p for p in server["ports"] if p["name"] == "metrics")
+    assert service_port["targetPort"] in (metrics["name"], metrics["containerPort"])
+    # Annotation-based discovery points at the same port and path.
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/scheme"] == "http"
+    assert annotations["prometheus.io/port"] == str(metrics["containerPort"])
+    assert annotations["prometheus.io/path"] == endpoint["path"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -273,10 +281,10 @@ def test_kserve_example_runs_our_image_with_our_probes() -> None:
     (container,) = containers(predictor)
     assert container["name"] == "kserve-container"
     assert container["image"].startswith("yoloxpai:serve-")
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     (port,) = container["ports"]
     assert port["containerPort"] == int(env["YOLOXPAI_HTTP_PORT"])
-    assert isvc["metadata"]["annotations"]["prometheus.kserve.io/port"] == str(port["containerPort"])
+    assert isvc["metadata"]["annotations"]["prometheus.kserve.io/port"] == env["YOLOXPAI_METRICS_PORT"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     drain_s = float(env["YOLOXPAI_DRAIN_TIMEOUT_S"])

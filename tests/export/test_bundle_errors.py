@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 
 from model.artifacts import BundleError, load_bundle_meta
 from model.export.bundle import ExportOptions
-from model.predictor import Predictor
+from model.predictor import Predictor, create_runner
 
 
 @pytest.fixture()
@@ -98,3 +100,74 @@ def test_invalid_export_options() -> None:
         ExportOptions(formats=("onnx",), precision="fp16")
     with pytest.raises(ValueError, match="unknown format"):
         ExportOptions(formats=("tflite",))
+
+
+# --- file names in meta.json stay inside the bundle ------------------------------------------------------------
+
+
+def _outside_copy(bundle: Path, relative: bool) -> str:
+    """A valid copy of the bundle's model.onnx outside the bundle, named as meta.json would name it."""
+    outside = bundle.parent / "outside.onnx"
+    shutil.copy(bundle / "model.onnx", outside)
+    return "../outside.onnx" if relative else str(outside.resolve())
+
+
+@pytest.mark.parametrize("relative", [True, False], ids=["dotdot", "absolute"])
+def test_model_file_outside_the_bundle_is_refused(bundle_copy: Path, relative: bool) -> None:
+    name = _outside_copy(bundle_copy, relative)
+    data = json.loads((bundle_copy / "meta.json").read_text())
+    data["models"]["onnx"]["file"] = name
+    data["files"][name] = data["files"]["model.onnx"]  # a correct sha256: only the location is wrong
+    edit_meta(bundle_copy, models=data["models"], files=data["files"])
+    for verify in (True, False):
+        with pytest.raises(BundleError, match=rf"{re.escape(repr(name))} is outside the bundle directory"):
+            load_bundle_meta(bundle_copy, verify=verify)
+        with pytest.raises(BundleError, match=re.escape(repr(name))):
+            Predictor.from_bundle(bundle_copy, verify=verify)
+
+
+@pytest.mark.parametrize("relative", [True, False], ids=["dotdot", "absolute"])
+def test_listed_file_outside_the_bundle_is_refused(bundle_copy: Path, relative: bool) -> None:
+    """Only the ``files`` table names it: it must still not be read (hashed) outside the bundle."""
+    name = _outside_copy(bundle_copy, relative)
+    data = json.loads((bundle_copy / "meta.json").read_text())
+    edit_meta(bundle_copy, files={**data["files"], name: data["files"]["model.onnx"]})
+    with pytest.raises(BundleError, match=rf"{re.escape(repr(name))} is outside the bundle directory"):
+        load_bundle_meta(bundle_copy)
+
+
+@pytest.mark.parametrize("engine_file", ["../model.engine", "/tmp/model.engine"])
+def test_tensorrt_engine_file_outside_the_bundle_is_refused(bundle_copy: Path, engine_file: str) -> None:
+    data = json.loads((bundle_copy / "meta.json").read_text())
+    trt = {"format": "tensorrt", "file": "model.onnx", "precision": "fp32", "extra": {"engine_file": engine_file}}
+    edit_meta(bundle_copy, models={**data["models"], "tensorrt": trt})
+    with pytest.raises(BundleError, match=rf"{re.escape(repr(engine_file))} is outside the bundle directory"):
+        load_bundle_meta(bundle_copy, verify=False)
+
+
+def test_symlink_out_of_the_bundle_is_refused(bundle_copy: Path) -> None:
+    """A plain name whose file is a symlink to elsewhere: refused at verification and when the runner opens it."""
+    outside = Path(_outside_copy(bundle_copy, relative=False))
+    (bundle_copy / "model.onnx").unlink()
+    (bundle_copy / "model.onnx").symlink_to(outside)
+    with pytest.raises(BundleError, match=r"'model\.onnx' resolves outside the bundle directory"):
+        load_bundle_meta(bundle_copy)
+    with pytest.raises(BundleError, match=r"'model\.onnx' resolves outside the bundle directory"):
+        Predictor.from_bundle(bundle_copy, verify=False)
+
+
+@pytest.mark.parametrize("relative", [True, False], ids=["dotdot", "absolute"])
+def test_runner_refuses_a_file_outside_the_bundle(bundle_copy: Path, relative: bool) -> None:
+    """``create_runner`` checks on its own, for metas that did not come through ``load_bundle_meta``."""
+    name = _outside_copy(bundle_copy, relative)
+    meta = load_bundle_meta(bundle_copy)
+    artifact = dataclasses.replace(meta.models["onnx"], file=name)
+    with pytest.raises(BundleError, match=re.escape(repr(name))):
+        create_runner(bundle_copy, meta, "onnxruntime", artifact, "cpu", 1, False)
+
+
+def test_bundle_inside_a_symlinked_directory_loads(bundle_copy: Path, tmp_path: Path) -> None:
+    """Resolving symlinks is about the files, not the bundle's own location (e.g. a repository of links)."""
+    link = tmp_path / "linked"
+    link.symlink_to(bundle_copy, target_is_directory=True)
+    assert load_bundle_meta(link).models["onnx"].file == "model.onnx"
