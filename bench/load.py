@@ -162,6 +162,11 @@ class RawHttpConnection:
 
     async def post(self, request: bytes) -> int:
         """Send a complete request; return the status code after reading the whole body."""
+        return (await self.exchange(request))[0]
+
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        """Send a complete request; return the status code and the response head (status line and headers) after
+        reading the whole body."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         self.writer.write(request)
@@ -171,11 +176,18 @@ class RawHttpConnection:
         if match is None:
             raise RuntimeError(f"response without Content-Length: {head[:200]!r}")
         await self.reader.readexactly(int(match.group(1)))
-        return status
+        return status, head
 
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def http_post(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    """The bytes of one HTTP/1.1 ``POST path`` with ``body`` (for :meth:`RawHttpConnection.post`)."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 def pooled(free: list, call, reopen):
@@ -215,9 +227,7 @@ async def run_http(
                 results[c] = await closed_loop(send, c, duration_s, warmup_s, interleave)
         return results
     parsed = httpx.URL(url)
-    lines = [f"POST {path} HTTP/1.1", f"Host: {parsed.host}:{parsed.port}", f"Content-Length: {len(body)}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    request = http_post(parsed.host, parsed.port, path, body, headers)
 
     async def post(connection: RawHttpConnection) -> bool:
         return await connection.post(request) == 200
@@ -497,6 +507,7 @@ class SpawnedServer:
         cmd += ["--grpc-port", "0", *args, "--log-level", "info"]
         self.proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         self.http_port = self.grpc_port = 0
+        self.error_lines: list[str] = []  # the log's ERROR lines, for a caller's report
         ready = threading.Event()
 
         def read() -> None:
@@ -508,6 +519,8 @@ class SpawnedServer:
                     ready.set()
                 if "ERROR" in line or "Traceback" in line:
                     sys.stderr.write(line)
+                if " ERROR " in line:
+                    self.error_lines.append(line.rstrip())
             ready.set()
 
         threading.Thread(target=read, daemon=True).start()

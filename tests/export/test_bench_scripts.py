@@ -73,3 +73,25 @@ def test_runtime_threads_bench_compares_session_layouts(tiny_bundle: Path) -> No
     for wait in ("sleep", "spin"):
         assert re.search(rf"^\s+\d+\s+{wait}\s+{NUMBER}\s+\d+\s+\d+\s+(?:\d+|-)$", out, re.MULTILINE), (wait, out)
     assert re.search(rf"spinning threads are {NUMBER}x as fast", out), out
+
+
+def test_soak_bench_help_and_a_short_overload(tiny_bundle: Path) -> None:
+    out = run_script("bench/soak.py", "--help")
+    for flag in ("--mode", "--overload-s", "--factor", "--capacity-img-s", "--deadline-ms", "--soak-s", "--warmup-s"):
+        assert flag in out, flag
+    bad = subprocess.run(
+        [sys.executable, "bench/soak.py", "--overload-protocols", "rest,smtp"], cwd=REPO, capture_output=True,
+        text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "unknown protocol(s) ['smtp']" in bad.stderr, bad.stderr  # before any server
+    # the overload table (tests/deploy/test_soak.py runs both modes and checks their properties)
+    out = run_script(
+        "bench/soak.py", "--bundle", str(tiny_bundle), "--mode", "overload", "--overload-s", "1",
+        "--capacity-img-s", "100", "--overload-protocols", "rest",
+    )  # fmt: skip
+    assert "cores" in out.splitlines()[0]
+    row = rf"^\s+rest\s+(\d+)\s+\d+\s+\d+\s+\d+\s+\d+\s+\d+(?:\s+(?:{NUMBER}|nan)){{4}}$"
+    match = re.search(row, out, re.MULTILINE)
+    assert match and int(match.group(1)) == 400, out  # 4 x 100 req/s for 1 s, as scheduled
+    assert re.search(r"^server RSS: start \d+\.\d MiB, peak \d+\.\d MiB, end \d+\.\d MiB$", out, re.MULTILINE), out
+    assert re.search(r"^overload: errors \(.*\) = \d+ \(target 0\) (PASS|FAIL)$", out, re.MULTILINE), out

@@ -3,6 +3,8 @@ by ``tests/conftest.py``: an ONNX Runtime bundle of a tiny random-weight model).
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,3 +63,18 @@ def server(tiny_bundle: Path) -> Iterator[ServerThread]:
     settings = server_settings(tiny_bundle, max_request_bytes=256 * 1024, max_image_pixels=2_000_000)
     with ServerThread(settings) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost / 127.0.0.1: ``(cert.pem, key.pem)``."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl CLI")
+    out = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(out / "key.pem"), "-out", str(out / "cert.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return out / "cert.pem", out / "key.pem"

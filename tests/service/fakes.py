@@ -67,13 +67,11 @@ class FakePredictor:
 
     def resolve_options(self, score_threshold: float | None, max_detections: int | None) -> tuple[float, int]:
         t = self.meta.thresholds
-        score = t.default_score_threshold if score_threshold is None else float(score_threshold)
-        if not t.score_threshold <= score <= 1.0:
-            raise ValueError(f"score_threshold must be in [{t.score_threshold}, 1] for this model, got {score}")
-        k = t.max_detections if max_detections is None else int(max_detections)
-        if not 1 <= k <= t.max_detections:
-            raise ValueError(f"max_detections must be in [1, {t.max_detections}] for this model, got {k}")
-        return score, k
+        score = t.default_score_threshold if score_threshold is None else score_threshold
+        k = t.max_detections if max_detections is None else max_detections
+        if t.score_threshold <= score <= 1.0 and 1 <= k <= t.max_detections:
+            return score, k
+        raise ValueError(f"options outside [{t.score_threshold}, 1] x [1, {t.max_detections}]: {score}, {k}")
 
     def preprocess(self, image: np.ndarray, channel_order: str = "bgr") -> tuple[np.ndarray, float]:
         h_in, w_in = self.meta.input_hw

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import ssl
-import subprocess
 
 import grpc
 import httpx
@@ -18,20 +16,6 @@ from service.metrics import CONTENT_TYPE
 from service.metrics_http import create_metrics_app
 from tests.service.conftest import server_settings
 from tests.service.servers import ServerThread
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl CLI")
-    out = tmp_path_factory.mktemp("tls")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(out / "key.pem"), "-out", str(out / "cert.pem")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return out / "cert.pem", out / "key.pem"
 
 
 def test_flag_and_default() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import httpx
 import pytest
@@ -13,18 +12,6 @@ from tests.service.servers import ServerThread
 from yoloxpai.client import GrpcClient, RestClient
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tls")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(out / "key.pem"), "-out", str(out / "cert.pem")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return out / "cert.pem", out / "key.pem"
 
 
 def test_https_and_grpc_tls(tiny_bundle, certificate, jpeg):
