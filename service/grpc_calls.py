@@ -11,6 +11,7 @@ Handlers are wrapped once per method and cached. Imports nothing from ``model``.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable
@@ -83,7 +84,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         if self._access_log:
             code = context.code() if hasattr(context, "code") else None
             status = code.name if isinstance(code, grpc.StatusCode) else "OK"
-            access("grpc", method, status, time.perf_counter() - start, rid)
+            # Written on the loop's next turn: grpc sends a unary answer only after this handler returns, and the
+            # log write (a syscall) must not sit between the work and the answer.
+            asyncio.get_running_loop().call_soon(access, "grpc", method, status, time.perf_counter() - start, rid)
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         deserialize = _tolerant(handler.request_deserializer)
