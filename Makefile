@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: serve test lint setup-serve setup-dev default-model
+.PHONY: serve test lint browser setup-serve setup-dev default-model
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,7 +25,19 @@ lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# Debian's Chromium + ChromeDriver for the demo page's browser test (tests/service/test_ui_browser.py), installed
+# only where they are missing and we are root with apt-get (CI); anywhere else that test skips and says why.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium + chromium-driver (apt) for the browser test"; \
+		( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+			>/dev/null ) || echo "WARNING: chromium could not be installed: the browser test will skip"; \
+	else \
+		echo "chromium + chromium-driver missing and not installable here (root + apt-get): the browser test will skip"; \
+	fi
+
+test: lint browser
 	$(BIN)/python -m pytest -q -ra
 
 # Rebuilds the embedded default model (model/assets/) from Megvii's released COCO YOLOX-Nano in ../shared:

@@ -206,6 +206,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="log lines as text or one JSON object each")
     access_log: bool = Field(True, description="one info line per HTTP request and gRPC call (off: --no-access-log)")
+    ui: bool = Field(
+        True,
+        description="serve the demo page at `/` and `/ui` (pick a model, drop an image or open the webcam, see the "
+        "boxes); it calls only the public API, with a strict Content-Security-Policy (off: --no-ui)",
+    )
 
     @field_validator("bundles", "api_keys", mode="before")
     @classmethod
