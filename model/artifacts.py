@@ -6,6 +6,10 @@ must stay inside the bundle directory (no absolute paths, no ``..``, no symlink 
 from elsewhere, and must not make the server read or hash arbitrary files. Open bundle files through
 ``bundle_file``, which checks that again after resolving symlinks.
 
+A model repository (what ``yoloxpai serve --model-repository`` reads and ``yoloxpai export --repository``
+writes) holds one directory per model and, in it, one bundle per version: ``REPO/<model>/<version>/``, versions
+numbered as Triton's (see ``repository_versions``).
+
 Layout::
 
     meta.json          schema version, arch, classes, input size and convention, batch range, thresholds,
@@ -23,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -260,3 +265,25 @@ def default_bundle_dir() -> Path:
 def default_weights_path() -> Path:
     """The embedded default model's trained weights (a yolox-nano on the shapes data; config and classes inside)."""
     return Path(__file__).resolve().parent / "assets" / "default_weights.safetensors"
+
+
+_VERSION_NAME = re.compile(r"[1-9][0-9]{0,17}")  # Triton: numeric, no leading zero (0 and 01 are not versions)
+
+
+def repository_versions(model_dir: str | Path) -> dict[int, Path]:
+    """The versions of one model of a model repository, oldest first: each sub-directory named by a positive integer
+    without leading zeros; a bundle directly in ``model_dir`` (the flat layout) is version 1 unless a ``1/``
+    sub-directory exists. Other entries (hidden exports in progress, ``config.json``) are not versions."""
+    model_dir = Path(model_dir)
+    versions = {
+        int(path.name): path for path in model_dir.iterdir() if _VERSION_NAME.fullmatch(path.name) and path.is_dir()
+    }
+    if 1 not in versions and (model_dir / META_FILE).is_file():
+        versions[1] = model_dir
+    return dict(sorted(versions.items()))
+
+
+def next_repository_version(model_dir: str | Path) -> int:
+    """The version number a new export into ``model_dir`` takes: one above the newest (1 for a new model)."""
+    model_dir = Path(model_dir)
+    return max(repository_versions(model_dir), default=0) + 1 if model_dir.is_dir() else 1

@@ -1,9 +1,10 @@
 """Which bundles to serve under which names, and loading their predictors.
 
-Sources, in order: ``--bundle PATH`` / ``--bundle NAME=PATH`` (repeatable), then each sub-directory of
-``--model-repository`` (named after the directory); with neither, the embedded default model
-(``model.artifacts.default_bundle_dir()``). The only place in ``service`` that imports ``model`` (the bundle
-API: ``model.artifacts`` and ``model.predictor``), and it does so lazily so ``--help`` stays fast.
+Fixed bundles: ``--bundle PATH`` / ``--bundle NAME=PATH`` (repeatable); with neither these nor
+``--model-repository``, the embedded default model (``model.artifacts.default_bundle_dir()``). The repository's
+models and versions are ``service.repository``'s (its version-directory rule is ``repository_versions`` here).
+The only place in ``service`` that imports ``model`` (the bundle API: ``model.artifacts`` and
+``model.predictor``), and it does so lazily so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class BundleSpec:
-    """One bundle directory and the name to serve it under (``None`` = the name in its meta)."""
+    """One bundle directory and the name to serve it under (``None`` = the name in its meta), at ``version``
+    (``None`` = ``model_version``'s choice; a repository gives its version directory's number)."""
 
     path: Path
     name: str | None = None
+    version: str | None = None
 
 
 def parse_bundle(entry: str) -> BundleSpec:
@@ -51,20 +54,15 @@ def default_bundle_dir() -> Path:
 
 
 def bundle_specs(settings: Settings) -> list[BundleSpec]:
-    """Every bundle the settings ask for, in serving order (the first is the default model)."""
+    """The fixed bundles the settings ask for, in serving order (before the repository's models); the embedded
+    default model when neither ``--bundle`` nor ``--model-repository`` is given."""
     specs = [parse_bundle(entry) for entry in settings.bundles]
-    if settings.model_repository is not None:
-        repo = settings.model_repository
-        if not repo.is_dir():
-            raise ConfigError(f"model repository {repo} is not a directory")
-        subdirs = sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not subdirs:
-            raise ConfigError(f"model repository {repo} holds no bundle directories")
-        specs += [BundleSpec(p, p.name) for p in subdirs]
+    if settings.model_repository is not None and not settings.model_repository.is_dir():
+        raise ConfigError(f"model repository {settings.model_repository} is not a directory")
     for spec in specs:
         if not spec.path.is_dir():
             raise ConfigError(f"bundle directory {spec.path} does not exist")
-    if specs:
+    if specs or settings.model_repository is not None:
         return specs
     path = default_bundle_dir()
     if not path.is_dir():
@@ -95,3 +93,11 @@ def model_version(meta: Any, path: Path) -> str:
     if version not in (None, ""):
         return str(version)
     return path.name if path.name.isdigit() else "1"
+
+
+def repository_versions(model_dir: Path) -> dict[int, Path]:
+    """A repository model's version directories (``model.artifacts.repository_versions``: Triton's numbering, a
+    flat bundle is version 1)."""
+    from model.artifacts import repository_versions as model_versions
+
+    return model_versions(model_dir)

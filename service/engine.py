@@ -79,6 +79,17 @@ class ModelInfo:
     path: str
 
 
+@dataclass(frozen=True)
+class ModelStatus:
+    """One model version in the repository index (``POST /v2/repository/index``, ``GET /v1/models``): Triton's
+    states READY, LOADING, UNLOADING (draining what it admitted) and UNAVAILABLE, and why (a load error, "unloaded")."""
+
+    name: str
+    version: str  # "" for a model with no version to report (never loaded, no version directory)
+    state: str
+    reason: str = ""
+
+
 class Telemetry(Protocol):
     """What front ends record and read: request metrics, per-model statistics, the Prometheus text."""
 
@@ -86,8 +97,9 @@ class Telemetry(Protocol):
         """Record one transport request (``protocol``: rest, grpc, oip_rest, oip_grpc; ``code``: ok or error)."""
         ...
 
-    def statistics(self, name: str) -> StatsSnapshot:
-        """Triton-style statistics of a served model (``/v2/models/{m}/stats``, ``ModelStatistics``)."""
+    def statistics(self, name: str, version: str | None = None) -> StatsSnapshot:
+        """Triton-style statistics of a served model version (``None``: the one requests without a version get;
+        ``/v2/models/{m}/stats``, ``ModelStatistics``)."""
         ...
 
     def render(self) -> bytes:
@@ -103,6 +115,7 @@ class Submission:
     options: DetectOptions | None = None
     timeout_s: float | None = None  # the client's deadline
     priority: int = 0  # Triton's: 1 most urgent, 0 the default level
+    version: str | None = None  # None: the newest version the model's policy serves
 
 
 class Engine(abc.ABC):
@@ -116,15 +129,16 @@ class Engine(abc.ABC):
         options: DetectOptions | None = None,
         timeout_s: float | None = None,
         priority: int = 0,
+        version: str | None = None,
     ) -> DetectResult:
         """Detect objects in one image.
 
         Raises the ``service.errors`` domain errors; ``timeout_s`` is the client's deadline (the server's
         ``request_timeout_ms`` caps it). ``priority`` follows Triton: 1 is the most urgent level, 0 (or a value
-        beyond the configured levels) means the default level. Cancelling the awaiting task drops the request
-        before compute.
+        beyond the configured levels) means the default level. ``version``: one of the model's served versions
+        (``None``: the newest). Cancelling the awaiting task drops the request before compute.
         """
-        return await self.submit_one(image, Submission(model, options, timeout_s, priority))
+        return await self.submit_one(image, Submission(model, options, timeout_s, priority, version))
 
     async def detect_many(
         self,
@@ -134,10 +148,11 @@ class Engine(abc.ABC):
         options: DetectOptions | None = None,
         timeout_s: float | None = None,
         priority: int = 0,
+        version: str | None = None,
     ) -> list[DetectResult]:
-        """Detect objects in several images of one request: admitted together, batched with everyone else,
-        failing (and cancelling the rest) on the first error."""
-        return await self.submit(images, Submission(model, options, timeout_s, priority))
+        """Detect objects in several images of one request: admitted together (on one model version), batched with
+        everyone else, failing (and cancelling the rest) on the first error."""
+        return await self.submit(images, Submission(model, options, timeout_s, priority, version))
 
     @abc.abstractmethod
     async def submit_one(self, image: ImageInput, request: Submission) -> DetectResult:
@@ -149,11 +164,25 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def models(self) -> list[ModelInfo]:
-        """The served models, default first."""
+        """The served model versions: the default model first, each model's versions newest first."""
 
     @abc.abstractmethod
-    def model_info(self, name: str | None = None) -> ModelInfo:
-        """One model (``None`` = the default); raises ``ModelNotFound``."""
+    def model_info(self, name: str | None = None, version: str | None = None) -> ModelInfo:
+        """One served model (``None`` = the default) at ``version`` (``None`` = its newest served version);
+        raises ``ModelNotFound``."""
+
+    @abc.abstractmethod
+    def repository_index(self, ready_only: bool = False) -> list[ModelStatus]:
+        """Every model version the server knows of, with its state (Triton's repository index)."""
+
+    @abc.abstractmethod
+    async def load_model(self, name: str) -> None:
+        """Load or reload a repository model (its policy's versions) beside what serves, then switch; raises
+        ``ModelControlDisabled`` unless model control is explicit, ``ModelLoadFailed`` with the reason."""
+
+    @abc.abstractmethod
+    async def unload_model(self, name: str) -> None:
+        """Stop routing to every version of a repository model; each drains what it admitted, then is freed."""
 
     @abc.abstractmethod
     def is_live(self) -> bool:

@@ -97,6 +97,18 @@ class DeadlineExceeded(ServiceError):
     code = "deadline_exceeded"
 
 
+class ModelControlDisabled(ServiceError):
+    """A load or unload request while model control is not explicit (Triton refuses them the same way)."""
+
+    code = "model_control_disabled"
+
+
+class ModelLoadFailed(ServiceError):
+    """A model (version) could not be loaded: bad checksum, wrong schema, runtime error; what served still does."""
+
+    code = "model_load_failed"
+
+
 class InferenceFailed(ServiceError):
     """The backend raised while running a batch (only that batch's requests fail)."""
 
@@ -113,6 +125,8 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     InferenceFailed: 500,
+    ModelControlDisabled: 409,
+    ModelLoadFailed: 422,
     Overloaded: 503,
     NotReady: 503,
     DeadlineExceeded: 504,
@@ -129,6 +143,8 @@ GRPC_CODE: dict[type[ServiceError], grpc.StatusCode] = {
     PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     RequestTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
     InferenceFailed: grpc.StatusCode.INTERNAL,
+    ModelControlDisabled: grpc.StatusCode.FAILED_PRECONDITION,
+    ModelLoadFailed: grpc.StatusCode.FAILED_PRECONDITION,
     Overloaded: grpc.StatusCode.UNAVAILABLE,
     NotReady: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -193,6 +209,9 @@ TRITON_STATUS: dict[type[ServiceError], tuple[int, grpc.StatusCode]] = {
     Unauthenticated: (401, grpc.StatusCode.UNAUTHENTICATED),
     ModelNotFound: (404, grpc.StatusCode.NOT_FOUND),
     InferenceFailed: (500, grpc.StatusCode.INTERNAL),
+    # Triton: a load refused outside explicit mode is UNAVAILABLE, a model that fails to load INVALID_ARG.
+    ModelControlDisabled: (503, grpc.StatusCode.UNAVAILABLE),
+    ModelLoadFailed: (400, grpc.StatusCode.INVALID_ARGUMENT),
     Overloaded: (503, grpc.StatusCode.UNAVAILABLE),
     NotReady: (503, grpc.StatusCode.UNAVAILABLE),
     DeadlineExceeded: (503, grpc.StatusCode.UNAVAILABLE),

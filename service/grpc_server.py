@@ -109,7 +109,11 @@ class DetectorServicer(pb_grpc.DetectorServicer):
         # Protobuf in, engine, protobuf out; a domain error raises (the callers answer it).
         image, options = request_to_inputs(request)
         result = await self._engine.detect(
-            image, model=request.model or None, options=options, timeout_s=context.time_remaining()
+            image,
+            model=request.model or None,
+            options=options,
+            timeout_s=context.time_remaining(),
+            version=request.model_version or None,
         )
         return result_to_pb(result, request.frame_id, (time.perf_counter() - start) * 1000.0)
 
@@ -157,9 +161,10 @@ class DetectorServicer(pb_grpc.DetectorServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        """The served models, default first."""
+        """The served model versions, the default model first, each model's versions newest first."""
         await self._authorize(context)
         models = []
+        newest: dict[str, str] = {}
         for i, info in enumerate(self._engine.models()):
             models.append(
                 pb.ModelInfo(
@@ -178,6 +183,7 @@ class DetectorServicer(pb_grpc.DetectorServicer):
                     min_score_threshold=info.score_threshold,
                     default_score_threshold=info.default_score_threshold,
                     max_detections=info.max_detections,
+                    default_version=newest.setdefault(info.name, info.version) == info.version,
                 )
             )
         return pb.ListModelsResponse(models=models)

@@ -44,7 +44,7 @@ class StateSource(Protocol):
     """The engine, as seen by the metrics collector."""
 
     def model_states(self) -> list[ModelState]:
-        """One entry per loaded model."""
+        """One entry per loaded model version, each model's default (newest served) version first."""
         ...
 
     def is_ready(self) -> bool:
@@ -53,7 +53,9 @@ class StateSource(Protocol):
 
 
 class _StateCollector:
-    """prometheus-client collector for the gauges read from the engine at scrape time."""
+    """prometheus-client collector for the gauges read from the engine at scrape time. Their only label is the
+    model: the versions of a model loaded side by side add up (queue, in flight), the default version's load time
+    counts, and the oldest call of any version (the Triton families carry each version)."""
 
     def __init__(self, source: StateSource) -> None:
         self._source = source
@@ -67,11 +69,14 @@ class _StateCollector:
         age = GaugeMetricFamily(
             "yoloxpai_oldest_batch_age_seconds", "How long the oldest running runtime call has run.", labels=["model"]
         )
+        per_model: dict[str, list[ModelState]] = {}
         for state in self._source.model_states():
-            queue.add_metric([state.name], state.queue_depth)
-            inflight.add_metric([state.name], state.inflight)
-            load.add_metric([state.name], state.load_seconds)
-            age.add_metric([state.name], state.oldest_batch_age_s)
+            per_model.setdefault(state.name, []).append(state)
+        for name, states in per_model.items():
+            queue.add_metric([name], sum(s.queue_depth for s in states))
+            inflight.add_metric([name], sum(s.inflight for s in states))
+            load.add_metric([name], states[0].load_seconds)
+            age.add_metric([name], max(s.oldest_batch_age_s for s in states))
         ready = GaugeMetricFamily("yoloxpai_ready", "1 when the server is ready to take traffic.")
         ready.add_metric([], 1.0 if self._source.is_ready() else 0.0)
         return [queue, inflight, load, age, ready]
@@ -186,13 +191,14 @@ class Metrics:
         self.requests.labels(protocol, model, code).inc()
         self.request_duration.labels(protocol, model).observe(duration_s)
 
-    def statistics(self, name: str) -> StatsSnapshot:
-        """Triton-style statistics of the served model ``name`` (``/v2/models/{m}/stats``, ``ModelStatistics``)."""
+    def statistics(self, name: str, version: str | None = None) -> StatsSnapshot:
+        """Triton-style statistics of the served model ``name`` at ``version`` (``None``: its default version;
+        ``/v2/models/{m}/stats``, ``ModelStatistics``)."""
         states = self._source.model_states() if self._source is not None else []
         for state in states:
-            if state.name == name:
+            if state.name == name and version in (None, state.version):
                 return state.stats
-        raise KeyError(f"no statistics for model {name!r}")
+        raise KeyError(f"no statistics for model {name!r} version {version}")
 
     def render(self) -> bytes:
         """The full exposition text: prometheus-client families, then the Triton families."""

@@ -55,30 +55,42 @@ async def load_model_unit(
     latency: Worker | None = None
     latency_note = ""  # for the log line
     plans = {device: plan_instances(settings, device) for device in settings.devices}
-    for device, plan in plans.items():
-        for index in range(plan.instances):
-            predictor = await asyncio.to_thread(loader, spec.path, settings.backend, device, plan.threads, plan.spin)
-            workers.append(Worker(f"infer-{device}-{index}", device, predictor, depth=plan.depth))
-        if plan.latency_instance and latency is None:
-            predictor = await asyncio.to_thread(loader, spec.path, settings.backend, device, plan.latency_threads, True)
-            latency = Worker(f"latency-{device}", device, predictor)
-            latency_note = f" + a latency instance of {plan.latency_threads} threads"
-    meta = workers[0].predictor.meta
-    bundle_max = int(getattr(meta, "max_batch", 0) or settings.max_batch_size)
-    max_batch = min(settings.max_batch_size, bundle_max)
-    pool = WorkerPool(workers)
-    # Ready only after every instance ran every batch size it may see (first-run allocations, kernel choice).
-    await pool.run_each(lambda w: w.predictor.warmup(list(range(1, max_batch + 1))))
-    if latency is not None:
-        await latency.run(latency.predictor.warmup, [1])  # the direct path runs single images only
-    if settings.tune_batch_size and max_batch > 1:
-        max_batch, rates = await workers[0].run(tune_batch_size, workers[0].predictor, max_batch)
-        log.info(
-            "batch size tuned to %d (images/s by batch size: %s)", max_batch, {b: round(r) for b, r in rates.items()}
-        )
+    try:  # a bundle that fails to load or warm up leaves no worker thread behind
+        for device, plan in plans.items():
+            for index in range(plan.instances):
+                predictor = await asyncio.to_thread(
+                    loader, spec.path, settings.backend, device, plan.threads, plan.spin
+                )
+                workers.append(Worker(f"infer-{device}-{index}", device, predictor, depth=plan.depth))
+            if plan.latency_instance and latency is None:
+                predictor = await asyncio.to_thread(
+                    loader, spec.path, settings.backend, device, plan.latency_threads, True
+                )
+                latency = Worker(f"latency-{device}", device, predictor)
+                latency_note = f" + a latency instance of {plan.latency_threads} threads"
+        meta = workers[0].predictor.meta
+        bundle_max = int(getattr(meta, "max_batch", 0) or settings.max_batch_size)
+        max_batch = min(settings.max_batch_size, bundle_max)
+        pool = WorkerPool(workers)
+        # Ready only after every instance ran every batch size it may see (first-run allocations, kernel choice).
+        await pool.run_each(lambda w: w.predictor.warmup(list(range(1, max_batch + 1))))
+        if latency is not None:
+            await latency.run(latency.predictor.warmup, [1])  # the direct path runs single images only
+        if settings.tune_batch_size and max_batch > 1:
+            max_batch, rates = await workers[0].run(tune_batch_size, workers[0].predictor, max_batch)
+            log.info(
+                "batch size tuned to %d (images/s by batch size: %s)",
+                max_batch,
+                {b: round(r) for b, r in rates.items()},
+            )
+    except BaseException:
+        for worker in (*workers, latency):
+            if worker is not None:
+                worker.close()
+        raise
     info = ModelInfo(
         name=spec.name or str(meta.name),
-        version=model_version(meta, spec.path),
+        version=spec.version or model_version(meta, spec.path),
         class_names=tuple(str(c) for c in meta.class_names),
         input_hw=(int(meta.input_hw[0]), int(meta.input_hw[1])),
         backend=str(workers[0].predictor.backend),

@@ -1,6 +1,7 @@
 """REST front end (FastAPI): the ``/v1`` routes, their OpenAPI description and the framework's own errors.
 
-Routes: ``POST /v1/detect``, ``POST /v1/models/{name}/detect`` (the work: ``service.rest_detect``), ``GET /v1/models``,
+Routes: ``POST /v1/detect``, ``POST /v1/models/{name}[/versions/{version}]/detect`` (the work:
+``service.rest_detect``), ``GET /v1/models`` (served versions, and the repository's states),
 ``GET /healthz``, ``GET /readyz``, ``GET /metrics``, OpenAPI at ``/docs``. The Open Inference Protocol's ``/v2``
 routes are a separate router (``service.oip.rest``) that ``service.http_app`` mounts beside these. Every error
 body is ``{"error": {"code", "message"}}`` (``service.rest_json``). Imports nothing from ``model``.
@@ -24,7 +25,7 @@ from service.errors import InvalidOption, ServiceError
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.rest_body import DetectQuery, split_classes, validation_message
 from service.rest_detect import PROTOCOL, detect_response
-from service.rest_json import describe_model, error_response
+from service.rest_json import describe_models, error_response
 from service.schemas import DetectJSONRequest, DetectResponse, ErrorResponse, ModelList
 from service.settings import Settings
 
@@ -97,11 +98,16 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
     async def detect_named(request: Request, name: str, query: DetectQuery = Depends(detect_query)) -> Response:
         return await detect_response(engine, settings, name, query, request.headers, request.receive)
 
+    @app.post("/v1/models/{name}/versions/{version}/detect", summary="Detect with one model version", **detect_doc)
+    async def detect_versioned(
+        request: Request, name: str, version: str, query: DetectQuery = Depends(detect_query)
+    ) -> Response:
+        return await detect_response(engine, settings, name, query, request.headers, request.receive, version)
+
     @app.get("/v1/models", response_model=ModelList, responses={401: {"model": ErrorResponse}})
     async def list_models(request: Request) -> Response:
         check_api_key(request.headers.get("authorization"), settings.api_keys)
-        infos = engine.models()
-        return JSONResponse({"models": [describe_model(info, i == 0) for i, info in enumerate(infos)]})
+        return JSONResponse(describe_models(engine.models(), engine.repository_index()))
 
     @app.get("/healthz", summary="Liveness: the process is up and no runtime hangs", responses={503: {}})
     async def healthz() -> Response:

@@ -1,4 +1,5 @@
-"""``POST /v1/detect`` and ``/v1/models/{name}/detect``: the whole work of the route, framework-free.
+"""``POST /v1/detect``, ``/v1/models/{name}/detect`` and ``/v1/models/{name}/versions/{version}/detect``: the whole
+work of the route, framework-free.
 
 Called by FastAPI's route (``service.rest``) and straight from ASGI (``service.router``) alike, so both entry points
 share every line: API key, model (404 before a large body is read), body (size-bounded), parsing, one engine call
@@ -27,22 +28,29 @@ PROTOCOL = "rest"
 
 
 async def detect_response(
-    engine: Engine, settings: Settings, name: str | None, query: DetectQuery, headers: Headers, receive: Receive
+    engine: Engine,
+    settings: Settings,
+    name: str | None,
+    query: DetectQuery,
+    headers: Headers,
+    receive: Receive,
+    version: str | None = None,
 ) -> Response:
-    """Answer one detect request; ``name`` None = the default model; ``receive``: the request's ASGI channel, its
-    body not yet read. A bug propagates (the server answers 500) after being counted as ``internal``."""
+    """Answer one detect request; ``name`` None = the default model, ``version`` None = its newest served version;
+    ``receive``: the request's ASGI channel, its body not yet read. A bug propagates (the server answers 500) after
+    being counted as ``internal``."""
     start = time.perf_counter()
     try:
         with counted(engine, PROTOCOL, name, start):
             check_api_key(headers.get("authorization"), settings.api_keys)
             if name is not None:
-                engine.model_info(name)  # 404 before reading a large body
+                engine.model_info(name, version)  # 404 before reading a large body
             body = await read_body(
                 receive, headers.get("content-length"), settings.max_request_bytes, settings.body_timeout_s
             )
             images, options = await parse_detect_body(headers, body, query.options, settings.max_images_per_request)
             timeout_s = None if query.timeout_ms is None else query.timeout_ms / 1000.0
-            work = engine.detect_many(images, model=name, options=options, timeout_s=timeout_s)
+            work = engine.detect_many(images, model=name, options=options, timeout_s=timeout_s, version=version)
             results = await run_until_disconnect(receive, work)
             return JSONResponse(encode_results(results, (time.perf_counter() - start) * 1000.0))
     except ServiceError as exc:

@@ -1,5 +1,6 @@
-"""The ``/v1`` JSON shapes: detect results, the model list entries, the error envelope
-``{"error": {"code", "message"}}`` (statuses and headers from ``service.errors``). Imports nothing from ``model``.
+"""The ``/v1`` JSON shapes: detect results, the model list (served versions and the repository's states), the error
+envelope ``{"error": {"code", "message"}}`` (statuses and headers from ``service.errors``). Imports nothing from
+``model``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from service import errors
-from service.engine import DetectResult, ModelInfo
+from service.engine import DetectResult, ModelInfo, ModelStatus
 from service.errors import ServiceError
 
 
@@ -40,12 +41,29 @@ def encode_results(results: list[DetectResult], total_ms: float) -> dict[str, An
     return {"model": first.model, "model_version": first.model_version, "results": encoded, "timing_ms": timing}
 
 
-def describe_model(info: ModelInfo, default: bool) -> dict[str, Any]:
-    """``ModelInfo`` -> one ``GET /v1/models`` entry."""
+def describe_models(infos: list[ModelInfo], index: list[ModelStatus]) -> dict[str, Any]:
+    """``GET /v1/models``: the served versions (``engine.models()`` order: the default model first, each model's
+    versions newest first) and every version the repository index knows, with its state and reason."""
+    states = {(row.name, row.version): row for row in index}
+    newest: dict[str, str] = {}
+    models = []
+    for i, info in enumerate(infos):
+        status = states.get((info.name, info.version))
+        default_version = newest.setdefault(info.name, info.version) == info.version
+        models.append(describe_model(info, i == 0, default_version, status.reason if status else ""))
+    repository = [{"name": r.name, "version": r.version, "state": r.state, "reason": r.reason} for r in index]
+    return {"models": models, "repository": repository}
+
+
+def describe_model(info: ModelInfo, default: bool, default_version: bool = True, reason: str = "") -> dict[str, Any]:
+    """``ModelInfo`` -> one ``GET /v1/models`` entry (a served version: state READY)."""
     return {
         "name": info.name,
         "version": info.version,
         "default": default,
+        "default_version": default_version,
+        "state": "READY",
+        "reason": reason,
         "classes": list(info.class_names),
         "input_size": {"height": info.input_hw[0], "width": info.input_hw[1]},
         "backend": info.backend,

@@ -2,8 +2,8 @@
 logs, echoed as ``X-Request-ID``) and an access line; the hot POST routes go straight to their framework-free
 handlers, every other request to the FastAPI app unchanged.
 
-Taken here: ``POST /v1/detect`` and ``/v1/models/{name}/detect`` with the image as the raw body (an image or
-unlabelled media type) and plainly spelled query options -> ``service.rest_detect.detect_response``; and
+Taken here: ``POST /v1/detect`` and ``/v1/models/{name}[/versions/{v}]/detect`` with the image as the raw body (an
+image or unlabelled media type) and plainly spelled query options -> ``service.rest_detect.detect_response``; and
 ``POST /v2/models/{name}[/versions/{v}]/infer`` without a query string -> ``service.oip.rest_infer.infer_response``.
 FastAPI's routes call the same two functions, so both entry points share every line of the work; the router only
 skips the framework's routing, middleware and query validation (~0.1-0.2 ms of event-loop CPU per request on our
@@ -31,7 +31,7 @@ from service.rest_body import DetectQuery, split_classes
 from service.rest_detect import detect_response
 from service.settings import Settings
 
-_NAMED = re.compile(r"/v1/models/([^/]+)/detect")
+_NAMED = re.compile(r"/v1/models/([^/]+)(?:/versions/([^/]+))?/detect")  # as FastAPI's {name}, {version}
 _OIP_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")  # FastAPI's {model} is [^/]+ too
 # Only the plainest spellings, which FastAPI (pydantic) and Python read alike; others go to FastAPI.
 _FLOAT = re.compile(r"-?\d+(\.\d+)?")
@@ -115,15 +115,15 @@ class Router:
             headers = Headers(scope=scope)
             return await infer_response(self.engine, self.settings, oip.group(1), oip.group(2) or "", headers, receive)
         if path == "/v1/detect":
-            name = None
+            name = version = None
         else:
             named = _NAMED.fullmatch(path)
             if named is None:
                 return None
-            name = named.group(1)
+            name, version = named.group(1), named.group(2)
         headers = Headers(scope=scope)
         media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         query = parse_query(scope["query_string"])
         if query is None or (media_type not in IMAGE_MEDIA_TYPES and media_type not in SNIFFED_MEDIA_TYPES):
             return None
-        return await detect_response(self.engine, self.settings, name, detect_query(*query), headers, receive)
+        return await detect_response(self.engine, self.settings, name, detect_query(*query), headers, receive, version)

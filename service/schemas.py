@@ -59,7 +59,10 @@ class ModelDescription(BaseModel):
 
     name: str
     version: str
-    default: bool
+    default: bool = Field(description="the model `/v1/detect` uses")
+    default_version: bool = Field(description="the version requests that name no version get (the newest served)")
+    state: str = Field(description="READY: a served version (the others are in `repository`)")
+    reason: str = Field(description="e.g. why a reload of this version failed (the loaded copy serves)")
     classes: list[str]
     input_size: dict[str, int] = Field(description="network input {height, width}")
     backend: str
@@ -72,10 +75,20 @@ class ModelDescription(BaseModel):
     max_detections: int
 
 
+class RepositoryEntry(BaseModel):
+    """One model version the server knows of (as ``POST /v2/repository/index``)."""
+
+    name: str
+    version: str = Field(description='"" for the model as a whole (never loaded, unreadable config.json)')
+    state: str = Field(description="READY, LOADING, UNLOADING (draining what it admitted) or UNAVAILABLE")
+    reason: str = Field(description="why not READY: a load error, unloaded, removed from the repository, ...")
+
+
 class ModelList(BaseModel):
-    """``GET /v1/models`` response."""
+    """``GET /v1/models`` response: the served model versions, and every version's state."""
 
     models: list[ModelDescription]
+    repository: list[RepositoryEntry]
 
 
 class ErrorBody(BaseModel):

@@ -95,7 +95,7 @@ class Server:
         log.info("listening: http_port=%d grpc_port=%d (loading models)", self.http_port, self.grpc_port)
         await self.engine.start()
         await self._health.publish()
-        log.info("ready: models %s", ", ".join(m.name for m in self.engine.models()))
+        log.info("ready: models %s", ", ".join(f"{m.name} v{m.version}" for m in self.engine.models()))
 
     async def shutdown(self) -> bool:
         """Graceful stop; returns whether every accepted request was answered within the drain timeout."""

@@ -42,6 +42,29 @@ class Settings(BaseSettings):
     default_model: str | None = Field(
         None, description="the model `/v1/detect` and an empty gRPC `model` use (default: the first one)"
     )
+    # Model control (Triton's modes and names; service/repository.py, service/model_control.py).
+    model_control: Literal["none", "poll", "explicit"] = Field(
+        "none",
+        description="how the repository's models change while serving: none = load every model at start, then "
+        "never change; poll = also load new and changed versions and unload removed ones every "
+        "--repository-poll-s; explicit = load only --load-model at start, then what `POST "
+        "/v2/repository/models/{m}/load|unload` (or the gRPC RepositoryModelLoad/Unload) ask for",
+    )
+    repository_poll_s: float = Field(
+        15.0, gt=0.0, description="with --model-control poll: how often the repository is scanned for changes"
+    )
+    load_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="with --model-control explicit: a repository model to load at start (repeatable; env: "
+        "comma-separated; `*` = every model); none -> nothing is loaded until a load request",
+    )
+    version_policy: str = Field(
+        "latest:1",
+        pattern=r"^(all|latest:[1-9][0-9]*|specific:[1-9][0-9]*(,[1-9][0-9]*)*)$",
+        description="which versions of a repository model are served, unless its `config.json` says otherwise: "
+        "latest:N (the N newest), all, or specific:1,3 (Triton's version policies); requests without a version "
+        "get the newest served one",
+    )
     backend: Backend = Field(
         "auto",
         description="runtime for every bundle (auto = the fastest installed runtime that can run one of the "
@@ -215,6 +238,11 @@ class Settings(BaseSettings):
     @field_validator("bundles", "api_keys", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("load_models", mode="before")
+    @classmethod
+    def _load_models_list(cls, value: object) -> object:
         return _split_list(value)
 
     @model_validator(mode="after")

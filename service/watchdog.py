@@ -102,9 +102,9 @@ class Watchdog:
 
     def __init__(self, settings: Settings, models: Callable[[], dict]) -> None:
         self._settings = settings
-        self._models = models  # name -> ModelUnit (health, probe)
-        self.verdicts: dict[str, Verdict] = {}
-        self._probes: dict[str, asyncio.Task] = {}
+        self._models = models  # (name, version) -> ModelUnit (health, probe): the served versions
+        self.verdicts: dict[tuple[str, str], Verdict] = {}
+        self._probes: dict[tuple[str, str], asyncio.Task] = {}
 
     @property
     def ready(self) -> bool:
@@ -118,7 +118,7 @@ class Watchdog:
 
     def reasons(self) -> str:
         """Why the server is not ready / not live, model by model."""
-        return "; ".join(f"model {name!r}: {v.reason}" for name, v in self.verdicts.items() if v.reason)
+        return "; ".join(f"model {k[0]!r} version {k[1]}: {v.reason}" for k, v in self.verdicts.items() if v.reason)
 
     async def run(self) -> None:
         """Check every interval until cancelled."""
@@ -127,18 +127,21 @@ class Watchdog:
             self.check()
 
     def check(self) -> None:
-        """Judge each model once; start a probe where failures made a model unhealthy."""
-        for name, unit in self._models().items():
+        """Judge each served model version once (an unloaded one is forgotten); start a probe where failures made
+        a model unhealthy."""
+        models = self._models()
+        self.verdicts = {key: verdict for key, verdict in self.verdicts.items() if key in models}
+        for key, unit in models.items():
             verdict = judge(unit.health, self._settings)
-            before = self.verdicts.get(name, Verdict())
+            before = self.verdicts.get(key, Verdict())
             if verdict != before and (verdict.reason or before.reason):
-                log.warning("model %r: %s", name, verdict.reason or "healthy again")
-            self.verdicts[name] = verdict
+                log.warning("model %r version %s: %s", *key, verdict.reason or "healthy again")
+            self.verdicts[key] = verdict
             failing = unit.health.failures_in_a_row >= self._settings.unready_after_failures
-            if failing and name not in self._probes:
-                task = asyncio.get_running_loop().create_task(unit.probe(), name=f"probe-{name}")
-                self._probes[name] = task
-                task.add_done_callback(lambda _t, n=name: self._probes.pop(n, None))
+            if failing and key not in self._probes:
+                task = asyncio.get_running_loop().create_task(unit.probe(), name=f"probe-{key[0]}-{key[1]}")
+                self._probes[key] = task
+                task.add_done_callback(lambda _t, k=key: self._probes.pop(k, None))
 
     def stop(self) -> None:
         """Cancel the probes still waiting (a probe's thread call itself cannot be interrupted)."""

@@ -1,4 +1,9 @@
-"""``yoloxpai export``: a checkpoint -> a serving bundle (preprocess, model with decode + NMS, meta.json)."""
+"""``yoloxpai export``: a checkpoint -> a serving bundle (preprocess, model with decode + NMS, meta.json).
+
+``--out DIR`` writes one bundle directory; ``--repository REPO --name M`` publishes the bundle as the next version
+of model ``M`` in a model repository (``REPO/M/<version>``, written beside it in a hidden temporary directory,
+flushed and renamed: a server polling the repository sees the whole new version or nothing).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--arch", help="preset, only for checkpoints that do not record it (Megvii, EasyCV, ONNX)")
     add_calibration_flag(parser)
-    parser.add_argument("--out", required=True, help="bundle directory to write")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="bundle directory to write")
+    where.add_argument(
+        "--repository",
+        help="model repository to publish into as a new version, REPO/NAME/<next version> (needs --name)",
+    )
     parser.add_argument(
         "--format",
         dest="formats",
@@ -36,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-agnostic", action="store_true", help="NMS across classes")
     parser.add_argument("--pre-nms-topk", type=int, default=1000, help="candidates per image entering NMS")
     parser.add_argument("--name", help="model name when served (default: the preset)")
-    parser.add_argument("--model-version", default="1")
+    parser.add_argument(
+        "--model-version", help="version recorded in the bundle (default 1; with --repository: the next free number)"
+    )
     parser.add_argument("--build-engine", action="store_true", help="TensorRT: build the engine now (GPU needed)")
     parser.add_argument("--no-parity-check", action="store_true", help="skip comparing backends with eager PyTorch")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
@@ -44,10 +56,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and print the bundle summary with the parity report."""
-    from model.export.bundle import ExportOptions, export_bundle
+    from model.export.bundle import ExportOptions, export_bundle, repository_target
     from model.export.e2e import NmsSettings
 
     try:
+        out, version = args.out, args.model_version or "1"
+        if args.repository is not None:
+            if not args.name:
+                raise ValueError("--repository needs --name: the model the new version belongs to")
+            number = int(args.model_version) if args.model_version else None
+            target, chosen = repository_target(args.repository, args.name, number)
+            out, version = str(target), str(chosen)
         options = ExportOptions(
             formats=tuple(dict.fromkeys(args.formats or ["onnx"])),
             precision=args.precision,
@@ -58,16 +77,16 @@ def run(args: argparse.Namespace) -> int:
             ),
             default_score_threshold=args.default_score_threshold,
             name=args.name,
-            version=args.model_version,
+            version=version,
             parity_check=not args.no_parity_check,
             build_engine=args.build_engine,
         )
-        meta, reports = export_bundle(args.weights, args.out, options, arch=args.arch, overwrite=args.force,
+        meta, reports = export_bundle(args.weights, out, options, arch=args.arch, overwrite=args.force,
                                       calibration_images=args.calibration_images)  # fmt: skip
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
         print(f"export failed: {exc}")
         return 1
-    print(f"wrote bundle {args.out}: {meta.name} v{meta.version} ({meta.arch}, {meta.num_classes} classes)")
+    print(f"wrote bundle {out}: {meta.name} v{meta.version} ({meta.arch}, {meta.num_classes} classes)")
     print(f"  input {meta.input_hw[0]}x{meta.input_hw[1]} {meta.convention.name}, batch 1..{meta.max_batch}")
     for fmt, artifact in meta.models.items():
         print(f"  {fmt:<12} {artifact.file:<16} {artifact.precision}")

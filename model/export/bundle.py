@@ -1,7 +1,10 @@
 """``export_bundle``: checkpoint -> reparameterised end-to-end graphs -> bundle directory, parity-checked.
 
-The bundle is written into a temporary sibling directory and renamed into place, so a failed export never
-leaves a half-written bundle behind.
+The bundle is written into a temporary sibling directory (hidden: a name starting with ``.``), flushed to disk
+(every file, then the directory) and renamed into place, so a failed export never leaves a half-written bundle
+behind and a reader (a server polling its model repository) sees nothing or the complete bundle. The rename is
+atomic because the temporary directory is on the same filesystem. ``repository_target`` picks the next version
+directory of a model in a repository (``REPO/<model>/<version>``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import copy
 import dataclasses
 import datetime
 import importlib.metadata
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from model.artifacts import (
     BundleMeta,
     ModelArtifact,
     Thresholds,
+    next_repository_version,
     sha256_file,
     write_bundle_meta,
 )
@@ -173,13 +178,41 @@ def export_bundle(
         if failed:
             raise RuntimeError(f"parity check failed: {failed}")
         tmp.chmod(0o755)  # mkdtemp makes it 0700: a server running as another uid must be able to read it
+        fsync_tree(tmp)  # the data is on disk before the name that publishes it
         if out_dir.exists():
+            if not overwrite:  # written meanwhile (another export picked the same version)
+                raise FileExistsError(f"{out_dir} appeared during the export; nothing was replaced")
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
+        fsync_tree(out_dir.parent, files=False)  # the rename itself
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta, reports
+
+
+def fsync_tree(directory: Path, files: bool = True) -> None:
+    """Flush ``directory``'s files (with ``files``) and the directory entry itself to disk."""
+    paths = [p for p in directory.iterdir() if p.is_file()] if files else []
+    for path in [*paths, directory]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def repository_target(repository: str | Path, name: str, version: int | None = None) -> tuple[Path, int]:
+    """``(REPO/<name>/<version>, version)`` for a new export: ``version``, else one above the model's newest
+    (a flat ``REPO/<name>`` bundle counts as version 1). Refuses a version that exists: versions are immutable."""
+    model_dir = Path(repository) / name
+    chosen = next_repository_version(model_dir) if version is None else version
+    if chosen < 1:
+        raise ValueError(f"model versions are positive integers, got {chosen}")
+    target = model_dir / str(chosen)
+    if target.exists():
+        raise FileExistsError(f"{target} exists: a published version is never replaced; export a new one")
+    return target, chosen
 
 
 def eager_detections(model: torch.nn.Module, meta: BundleMeta, images: list) -> list:

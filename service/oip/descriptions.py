@@ -11,15 +11,16 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
-from service.engine import ModelInfo
+from service.engine import ModelInfo, ModelStatus
 from service.oip.detector_io import INPUTS, OUTPUTS, TensorSpec
 from service.settings import Settings
 from service.stats import StatsSnapshot
 
 SERVER_NAME = "yoloxpai"
-# Only what is implemented: binary tensors, config and statistics endpoints, request parameters, and the
-# schedule policy extension (`priority` and `timeout` request parameters).
-EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics", "parameters", "schedule_policy")
+# Only what is implemented: binary tensors, config and statistics endpoints, request parameters, the schedule
+# policy extension (`priority` and `timeout` request parameters) and the model repository (index, load, unload).
+_INFERENCE_EXTENSIONS = ("binary_tensor_data", "parameters", "schedule_policy")
+EXTENSIONS = (*_INFERENCE_EXTENSIONS, "model_configuration", "statistics", "model_repository")
 BACKEND = "yoloxpai"  # decode + letterbox + network + NMS in one model: no Triton platform describes it
 
 
@@ -39,11 +40,12 @@ def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
 
 
-def model_metadata(info: ModelInfo) -> dict[str, Any]:
-    """``GET /v2/models/{m}`` / ``ModelMetadata``: tensor shapes with the batch dimension (-1 = any size)."""
+def model_metadata(info: ModelInfo, versions: list[str] | None = None) -> dict[str, Any]:
+    """``GET /v2/models/{m}`` / ``ModelMetadata``: the served ``versions`` (default: ``info``'s), tensor shapes with
+    the batch dimension (-1 = any size)."""
     return {
         "name": info.name,
-        "versions": [info.version],
+        "versions": list(versions or [info.version]),
         "platform": BACKEND,
         "inputs": [_tensor_metadata(spec) for spec in INPUTS],
         "outputs": [_tensor_metadata(spec) for spec in OUTPUTS],
@@ -103,6 +105,11 @@ def model_config(info: ModelInfo, settings: Settings) -> dict[str, Any]:
             "class_names": {"string_value": ",".join(info.class_names)},
         },
     }
+
+
+def repository_index(rows: list[ModelStatus]) -> list[dict[str, str]]:
+    """``POST /v2/repository/index`` / ``RepositoryIndex``: one entry per model version, Triton's states."""
+    return [{"name": r.name, "version": r.version, "state": r.state, "reason": r.reason} for r in rows]
 
 
 def _duration(count: int, ns: int) -> dict[str, int]:

@@ -5,14 +5,16 @@ and statistics RPCs) beside ``yoloxpai.v1.Detector`` on the same server. Thin: p
 Errors: unary calls end with ``service.errors.TRITON_STATUS`` codes and Triton's wording. ``ModelStreamInfer``
 answers each request as it completes (match by ``id``), reports a failing request in band (``error_message``)
 and keeps the stream open, unless the client sent metadata ``triton_grpc_error: true``: then the first failure
-ends the stream with its status. ServerLive/ServerReady are open; every other RPC needs the API key when keys are
-configured. Imports nothing from ``model``.
+ends the stream with its status. The model repository RPCs (``RepositoryIndex``, ``RepositoryModelLoad``,
+``RepositoryModelUnload``) answer once the change is made, as ``POST /v2/repository/...`` does.
+ServerLive/ServerReady are open; every other RPC needs the API key when keys are configured. Imports nothing from
+``model``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
@@ -23,7 +25,7 @@ from service.engine import Engine, ModelInfo
 from service.errors import NotReady, ServiceError
 from service.oip import descriptions
 from service.oip.grpc_codec import decode_request, encode_response, from_dict
-from service.oip.serving import infer, resolve_model
+from service.oip.serving import check_load_parameters, infer, resolve_model, served_versions
 from service.pb.inference import grpc_service_pb2 as pb
 from service.pb.inference import grpc_service_pb2_grpc as pb_grpc
 from service.pb.inference import model_config_pb2 as config_pb
@@ -108,7 +110,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelMetadataResponse:
         """The model's tensors."""
         info = await self._served_model(context, request.name, request.version)
-        return from_dict(descriptions.model_metadata(info), pb.ModelMetadataResponse())
+        metadata = descriptions.model_metadata(info, served_versions(self._engine, info.name))
+        return from_dict(metadata, pb.ModelMetadataResponse())
 
     async def ModelConfig(
         self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
@@ -127,8 +130,46 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         else:
             await self._authorize(context)
             infos = self._engine.models()
-        stats = [descriptions.model_statistics(i, self._engine.telemetry.statistics(i.name)) for i in infos]
+        telemetry = self._engine.telemetry
+        stats = [descriptions.model_statistics(i, telemetry.statistics(i.name, i.version)) for i in infos]
         return from_dict({"model_stats": stats}, pb.ModelStatisticsResponse())
+
+    # -- the model repository ------------------------------------------------------------------------------
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        """Every model version with its state and reason (``ready``: only READY ones)."""
+        await self._authorize(context)
+        rows = descriptions.repository_index(self._engine.repository_index(request.ready))
+        return from_dict({"models": rows}, pb.RepositoryIndexResponse())
+
+    async def _control(self, context: grpc.aio.ServicerContext, change: Callable[[], Awaitable[None]]) -> None:
+        # An authorised repository change; a domain error ends the call with its status.
+        await self._authorize(context)
+        try:
+            await change()
+        except ServiceError as exc:
+            await self._abort(context, exc)
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        """Load or reload a model (explicit model control); answers once its new versions serve."""
+
+        async def load() -> None:
+            check_load_parameters(request.parameters)
+            await self._engine.load_model(request.model_name)
+
+        await self._control(context, load)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
+        """Unload a model (explicit model control): it takes no new request, drains, then is freed."""
+        await self._control(context, lambda: self._engine.unload_model(request.model_name))
+        return pb.RepositoryModelUnloadResponse()
 
     # -- inference -----------------------------------------------------------------------------------------
 

@@ -1,13 +1,14 @@
 """One inference request through the engine, shared by the OIP transports: resolve the model and version, check
-the request against the detector's tensor contract, call ``Engine.detect_many``, build the output tensors.
-Imports nothing from ``model``."""
+the request against the detector's tensor contract, call ``Engine.detect_many``, build the output tensors; and the
+model repository requests' common rule (``check_load_parameters``). Imports nothing from ``model``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from service.engine import Engine, ModelInfo
-from service.errors import ModelNotFound
+from service.errors import InvalidOption
 from service.oip.detector_io import InferRequest, detections_per_image, to_detect_call, to_outputs
 from service.oip.tensors import OutputTensor
 
@@ -23,11 +24,13 @@ class InferResult:
 
 
 def resolve_model(engine: Engine, name: str, version: str = "") -> ModelInfo:
-    """The served model ``name`` (empty: the default) at ``version`` (empty: the one served)."""
-    info = engine.model_info(name or None)
-    if version and version != info.version:
-        raise ModelNotFound(f"'{info.name}' version {version} is not found (serving version {info.version})")
-    return info
+    """The served model ``name`` (empty: the default) at ``version`` (empty: its newest served version)."""
+    return engine.model_info(name or None, version or None)
+
+
+def served_versions(engine: Engine, name: str) -> list[str]:
+    """The served versions of model ``name``, newest first (model metadata's ``versions``)."""
+    return [info.version for info in engine.models() if info.name == name]
 
 
 async def infer(
@@ -44,6 +47,18 @@ async def infer(
         options=call.options,
         timeout_s=min(limits) if limits else None,
         priority=call.priority,
+        version=info.version,  # the version resolved above, even if a newer one is switched in meanwhile
     )
     k = detections_per_image(call.options, info.max_detections)
     return InferResult(info.name, info.version, request.id, to_outputs(results, k, call.outputs))
+
+
+def check_load_parameters(names: Iterable[str]) -> None:
+    """Refuse Triton's load overrides (``config``, ``file:<path>``): what loads is the repository's files, as they
+    are on disk (a new version is a new directory). Other parameters are ignored, as Triton ignores unknown ones."""
+    unsupported = sorted(name for name in names if name == "config" or name.startswith("file:"))
+    if unsupported:
+        raise InvalidOption(
+            f"load parameters {unsupported} are not supported: the server loads the model repository's files; "
+            "publish a new version directory instead (yoloxpai export --repository)"
+        )

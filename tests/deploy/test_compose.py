@@ -140,8 +140,12 @@ def test_train_profile_hands_its_bundle_to_serve(compose: dict) -> None:
     train_mount = next(v.split(":")[1] for v in train["volumes"] if v.split(":")[0] == volume_name)
     commands = dict(yoloxpai_invocations(compose_argv(train)))
     assert {"make-dataset", "train", "export"} <= set(commands)
-    script = compose_argv(train)[2]
-    assert f"mv {train_mount}/.shapes.partial {train_mount}/shapes" in script
+    # The export publishes straight into the repository serve reads, as a new version (atomically: no mv dance).
+    export = commands["export"]
+    assert export[export.index("--repository") + 1] == train_mount and "--out" not in export
+    assert " mv " not in compose_argv(train)[2]
+    env = mapping(serve["environment"])
+    assert env["YOLOXPAI_MODEL_CONTROL"] == "poll", "serve must notice the new version without a restart"
 
 
 def test_prometheus_scrapes_serve(compose: dict) -> None:

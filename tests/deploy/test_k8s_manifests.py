@@ -266,13 +266,19 @@ def test_training_job_is_an_indexed_torchrun_group() -> None:
 
 
 def test_training_job_publishes_into_the_served_repository() -> None:
-    """The Job renames its export into the sub-path the server Deployment mounts as the model repository."""
+    """The Job exports straight into the sub-path the server Deployment mounts as the model repository, as the next
+    version of its model (``yoloxpai export --repository``: hidden, flushed, renamed), and the servers poll it."""
     job = one(render("train"), "Job")
     trainer = next(c for c in pod_spec(job)["containers"] if c["name"] == "trainer")
     store = next(m["mountPath"] for m in trainer["volumeMounts"] if m["name"] == "models")
-    _, _, server = _server("overlays/cpu")
+    docs, _, server = _server("overlays/cpu")
     sub_path = next(m["subPath"] for m in server["volumeMounts"] if m["mountPath"] == "/models")
-    assert f'mv "$stage" "{store}/{sub_path}/$BUNDLE_NAME"' in trainer["args"][0]
+    script = trainer["args"][0]
+    export = script.split("yoloxpai export", 1)[1]
+    assert f'--repository {store}/{sub_path} --name "$BUNDLE_NAME"' in export and "--out" not in export
+    assert "mv " not in script
+    env = container_env(server, docs)
+    assert env["YOLOXPAI_MODEL_CONTROL"] == "poll" and env["YOLOXPAI_MODEL_REPOSITORY"] == "/models"
 
 
 def test_kserve_example_runs_our_image_with_our_probes() -> None:

@@ -54,6 +54,7 @@ def test_health_and_server_metadata(client):
         "statistics",
         "parameters",
         "schedule_policy",
+        "model_repository",
     }
 
 

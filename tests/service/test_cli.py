@@ -60,7 +60,10 @@ def test_bundle_specs(tmp_path):
     (tmp_path / "repo" / "a").mkdir()
     (tmp_path / "one").mkdir()
     specs = bundle_specs(Settings(bundles=[f"first={tmp_path / 'one'}"], model_repository=tmp_path / "repo"))
-    assert [(s.name, s.path.name) for s in specs] == [("first", "one"), ("a", "a"), ("b", "b")]
+    assert [(s.name, s.path.name) for s in specs] == [("first", "one")]  # the repository is service.repository's
+    assert bundle_specs(Settings(model_repository=tmp_path / "repo")) == []  # no embedded default beside it
+    with pytest.raises(ConfigError, match="not a directory"):
+        bundle_specs(Settings(model_repository=tmp_path / "missing"))
     with pytest.raises(ConfigError, match="does not exist"):
         bundle_specs(Settings(bundles=[str(tmp_path / "missing")]))
 

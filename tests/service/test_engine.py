@@ -74,7 +74,7 @@ def test_warmup_covers_every_batch_size_of_every_instance():
         # batch instance uses) runs single images only.
         warmed = [p.warmed for p in loader.created]
         assert warmed[:2] == [[1, 2, 3], [1, 2, 3]]
-        assert warmed[2:] == ([[1]] if engine._models["fake"].latency is not None else [])
+        assert warmed[2:] == ([[1]] if engine._registry.route("fake").latency is not None else [])
         await engine.close()
 
     asyncio.run(main())
@@ -206,7 +206,7 @@ def test_drain_refuses_new_work_and_waits_for_accepted_work():
 def test_a_dead_batcher_makes_the_engine_unready():
     async def main():
         engine = await started(settings())
-        runtime = engine._models["fake"]
+        runtime = engine._registry.route("fake")
         runtime.batcher.task.cancel()
         await asyncio.gather(runtime.batcher.task, return_exceptions=True)
         await asyncio.sleep(0)  # the done-callback runs on the next loop turn
@@ -281,7 +281,7 @@ def test_a_bad_image_fails_alone_and_its_neighbours_share_a_batch(decode_mode):
             settings(decode_mode=decode_mode, max_batch_size=4), loader=fake_loader(infer_delay_s=0.1)
         )
         await engine.start()
-        predictor = engine._models["fake"].pool.workers[0].predictor
+        predictor = engine._registry.route("fake").pool.workers[0].predictor
         blocker = asyncio.ensure_future(engine.detect(png(101)))  # runs directly: the instance is busy for 0.1 s
         await asyncio.sleep(0.02)
         truncated = EncodedImage(png(2).data[:40], "image/png")
@@ -301,7 +301,7 @@ def test_a_bad_image_fails_alone_and_its_neighbours_share_a_batch(decode_mode):
 def test_the_direct_path_honours_the_deadline_and_holds_its_instance_until_the_call_ends():
     async def main():
         engine = await started(settings(), infer_delay_s=0.3)
-        predictor = engine._models["fake"].pool.workers[0].predictor
+        predictor = engine._registry.route("fake").pool.workers[0].predictor
         t0 = time.perf_counter()
         with pytest.raises(DeadlineExceeded):
             await engine.detect(png(105), timeout_s=0.05)
@@ -319,7 +319,7 @@ def test_a_batch_waits_behind_the_running_one_on_its_instance_and_counts_that_wa
     async def main():
         s = settings(max_batch_size=1, batches_per_instance=2, direct_when_idle=False)
         engine = await started(s, infer_delay_s=0.2)
-        runtime = engine._models["fake"]
+        runtime = engine._registry.route("fake")
         first = asyncio.ensure_future(engine.detect(png(110)))
         second = asyncio.ensure_future(engine.detect(png(120)))
         await asyncio.sleep(0.1)

@@ -166,7 +166,7 @@ def test_a_slow_runtime_still_answers_within_deadlines(faulty, jpeg):
 
 def test_a_lost_worker_thread_is_replaced(faulty, jpeg):
     server, _ = faulty
-    unit = server.engine._models["tiny"]
+    unit = server.engine._registry.route("tiny")
     for worker in (*unit.pool.workers, unit.latency):
         if worker is not None:
             worker.executor.shutdown(wait=False)  # the thread is gone, the worker still serving

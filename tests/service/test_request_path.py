@@ -13,7 +13,14 @@ FRONT_ENDS = {"service.rest", "service.router", "service.grpc_server", "service.
 # The /v1 request path (HTTP): the FastAPI routes and their framework-free core.
 V1 = {"service.rest", "service.rest_detect", "service.rest_body", "service.rest_json"}
 # Below the engine interface, in call order: nothing here may import a module to its left.
-ENGINE_LAYERS = ["service.batched_engine", "service.model_loading", "service.model_unit", "service.batch_exec"]
+ENGINE_LAYERS = [
+    "service.batched_engine",
+    "service.model_control",
+    "service.model_registry",
+    "service.model_loading",
+    "service.model_unit",
+    "service.batch_exec",
+]
 
 
 def service_imports() -> dict[str, set[str]]:

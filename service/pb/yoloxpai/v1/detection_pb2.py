@@ -24,37 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1byoloxpai/v1/detection.proto\x12\x0byoloxpai.v1\"k\n\x08RawImage\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x30\n\rchannel_order\x18\x03 \x01(\x0e\x32\x19.yoloxpai.v1.ChannelOrder\x12\x0e\n\x06pixels\x18\x04 \x01(\x0c\"H\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12$\n\x03raw\x18\x02 \x01(\x0b\x32\x15.yoloxpai.v1.RawImageH\x00\x42\x06\n\x04\x64\x61ta\"\xdd\x01\n\rDetectRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x05image\x18\x02 \x01(\x0b\x32\x12.yoloxpai.v1.Image\x12\x1c\n\x0fscore_threshold\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x1b\n\x0emax_detections\x18\x04 \x01(\rH\x01\x88\x01\x01\x12\x11\n\tclass_ids\x18\x05 \x03(\x05\x12\x13\n\x0b\x63lass_names\x18\x06 \x03(\t\x12\x10\n\x08\x66rame_id\x18\x07 \x01(\x04\x42\x12\n\x10_score_thresholdB\x11\n\x0f_max_detections\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\"_\n\tDetection\x12\x1d\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x10.yoloxpai.v1.Box\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x63lass_id\x18\x03 \x01(\x05\x12\x12\n\nclass_name\x18\x04 \x01(\t\"m\n\x06Timing\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08queue_ms\x18\x02 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x01\x12\x16\n\x0epostprocess_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"6\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xdd\x01\n\x0e\x44\x65tectResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12*\n\ndetections\x18\x05 \x03(\x0b\x32\x16.yoloxpai.v1.Detection\x12#\n\x06timing\x18\x06 \x01(\x0b\x32\x13.yoloxpai.v1.Timing\x12\x10\n\x08\x66rame_id\x18\x07 \x01(\x04\x12#\n\x06status\x18\x08 \x01(\x0b\x32\x13.yoloxpai.v1.Status\"\x13\n\x11ListModelsRequest\"\xce\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\x08\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\x12\x14\n\x0cinput_height\x18\x05 \x01(\r\x12\x13\n\x0binput_width\x18\x06 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x08 \x03(\t\x12\x11\n\tinstances\x18\t \x01(\r\x12\x16\n\x0emax_batch_size\x18\n \x01(\r\x12\x1a\n\x12max_queue_delay_ms\x18\x0b \x01(\x01\x12\x16\n\x0equeue_capacity\x18\x0c \x01(\r\x12\x1b\n\x13min_score_threshold\x18\r \x01(\x02\x12\x1f\n\x17\x64\x65\x66\x61ult_score_threshold\x18\x0e \x01(\x02\x12\x16\n\x0emax_detections\x18\x0f \x01(\r\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.yoloxpai.v1.ModelInfo*[\n\x0c\x43hannelOrder\x12\x1d\n\x19\x43HANNEL_ORDER_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HANNEL_ORDER_BGR\x10\x01\x12\x15\n\x11\x43HANNEL_ORDER_RGB\x10\x02\x32\xe9\x01\n\x08\x44\x65tector\x12\x41\n\x06\x44\x65tect\x12\x1a.yoloxpai.v1.DetectRequest\x1a\x1b.yoloxpai.v1.DetectResponse\x12K\n\x0c\x44\x65tectStream\x12\x1a.yoloxpai.v1.DetectRequest\x1a\x1b.yoloxpai.v1.DetectResponse(\x01\x30\x01\x12M\n\nListModels\x12\x1e.yoloxpai.v1.ListModelsRequest\x1a\x1f.yoloxpai.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1byoloxpai/v1/detection.proto\x12\x0byoloxpai.v1\"k\n\x08RawImage\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x30\n\rchannel_order\x18\x03 \x01(\x0e\x32\x19.yoloxpai.v1.ChannelOrder\x12\x0e\n\x06pixels\x18\x04 \x01(\x0c\"H\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12$\n\x03raw\x18\x02 \x01(\x0b\x32\x15.yoloxpai.v1.RawImageH\x00\x42\x06\n\x04\x64\x61ta\"\xf4\x01\n\rDetectRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x05image\x18\x02 \x01(\x0b\x32\x12.yoloxpai.v1.Image\x12\x1c\n\x0fscore_threshold\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x1b\n\x0emax_detections\x18\x04 \x01(\rH\x01\x88\x01\x01\x12\x11\n\tclass_ids\x18\x05 \x03(\x05\x12\x13\n\x0b\x63lass_names\x18\x06 \x03(\t\x12\x10\n\x08\x66rame_id\x18\x07 \x01(\x04\x12\x15\n\rmodel_version\x18\x08 \x01(\tB\x12\n\x10_score_thresholdB\x11\n\x0f_max_detections\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\"_\n\tDetection\x12\x1d\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x10.yoloxpai.v1.Box\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x63lass_id\x18\x03 \x01(\x05\x12\x12\n\nclass_name\x18\x04 \x01(\t\"m\n\x06Timing\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08queue_ms\x18\x02 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x01\x12\x16\n\x0epostprocess_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"6\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xdd\x01\n\x0e\x44\x65tectResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12*\n\ndetections\x18\x05 \x03(\x0b\x32\x16.yoloxpai.v1.Detection\x12#\n\x06timing\x18\x06 \x01(\x0b\x32\x13.yoloxpai.v1.Timing\x12\x10\n\x08\x66rame_id\x18\x07 \x01(\x04\x12#\n\x06status\x18\x08 \x01(\x0b\x32\x13.yoloxpai.v1.Status\"\x13\n\x11ListModelsRequest\"\xe7\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\x08\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\x12\x14\n\x0cinput_height\x18\x05 \x01(\r\x12\x13\n\x0binput_width\x18\x06 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x08 \x03(\t\x12\x11\n\tinstances\x18\t \x01(\r\x12\x16\n\x0emax_batch_size\x18\n \x01(\r\x12\x1a\n\x12max_queue_delay_ms\x18\x0b \x01(\x01\x12\x16\n\x0equeue_capacity\x18\x0c \x01(\r\x12\x1b\n\x13min_score_threshold\x18\r \x01(\x02\x12\x1f\n\x17\x64\x65\x66\x61ult_score_threshold\x18\x0e \x01(\x02\x12\x16\n\x0emax_detections\x18\x0f \x01(\r\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x10 \x01(\x08\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.yoloxpai.v1.ModelInfo*[\n\x0c\x43hannelOrder\x12\x1d\n\x19\x43HANNEL_ORDER_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HANNEL_ORDER_BGR\x10\x01\x12\x15\n\x11\x43HANNEL_ORDER_RGB\x10\x02\x32\xe9\x01\n\x08\x44\x65tector\x12\x41\n\x06\x44\x65tect\x12\x1a.yoloxpai.v1.DetectRequest\x1a\x1b.yoloxpai.v1.DetectResponse\x12K\n\x0c\x44\x65tectStream\x12\x1a.yoloxpai.v1.DetectRequest\x1a\x1b.yoloxpai.v1.DetectResponse(\x01\x30\x01\x12M\n\nListModels\x12\x1e.yoloxpai.v1.ListModelsRequest\x1a\x1f.yoloxpai.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'yoloxpai.v1.detection_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANNELORDER']._serialized_start=1414
-  _globals['_CHANNELORDER']._serialized_end=1505
+  _globals['_CHANNELORDER']._serialized_start=1462
+  _globals['_CHANNELORDER']._serialized_end=1553
   _globals['_RAWIMAGE']._serialized_start=44
   _globals['_RAWIMAGE']._serialized_end=151
   _globals['_IMAGE']._serialized_start=153
   _globals['_IMAGE']._serialized_end=225
   _globals['_DETECTREQUEST']._serialized_start=228
-  _globals['_DETECTREQUEST']._serialized_end=449
-  _globals['_BOX']._serialized_start=451
-  _globals['_BOX']._serialized_end=504
-  _globals['_DETECTION']._serialized_start=506
-  _globals['_DETECTION']._serialized_end=601
-  _globals['_TIMING']._serialized_start=603
-  _globals['_TIMING']._serialized_end=712
-  _globals['_STATUS']._serialized_start=714
-  _globals['_STATUS']._serialized_end=768
-  _globals['_DETECTRESPONSE']._serialized_start=771
-  _globals['_DETECTRESPONSE']._serialized_end=992
-  _globals['_LISTMODELSREQUEST']._serialized_start=994
-  _globals['_LISTMODELSREQUEST']._serialized_end=1013
-  _globals['_MODELINFO']._serialized_start=1016
-  _globals['_MODELINFO']._serialized_end=1350
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1352
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1412
-  _globals['_DETECTOR']._serialized_start=1508
-  _globals['_DETECTOR']._serialized_end=1741
+  _globals['_DETECTREQUEST']._serialized_end=472
+  _globals['_BOX']._serialized_start=474
+  _globals['_BOX']._serialized_end=527
+  _globals['_DETECTION']._serialized_start=529
+  _globals['_DETECTION']._serialized_end=624
+  _globals['_TIMING']._serialized_start=626
+  _globals['_TIMING']._serialized_end=735
+  _globals['_STATUS']._serialized_start=737
+  _globals['_STATUS']._serialized_end=791
+  _globals['_DETECTRESPONSE']._serialized_start=794
+  _globals['_DETECTRESPONSE']._serialized_end=1015
+  _globals['_LISTMODELSREQUEST']._serialized_start=1017
+  _globals['_LISTMODELSREQUEST']._serialized_end=1036
+  _globals['_MODELINFO']._serialized_start=1039
+  _globals['_MODELINFO']._serialized_end=1398
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1400
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1460
+  _globals['_DETECTOR']._serialized_start=1556
+  _globals['_DETECTOR']._serialized_end=1789
 # @@protoc_insertion_point(module_scope)

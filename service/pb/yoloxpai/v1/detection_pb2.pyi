@@ -37,7 +37,7 @@ class Image(_message.Message):
     def __init__(self, encoded: _Optional[bytes] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ...) -> None: ...
 
 class DetectRequest(_message.Message):
-    __slots__ = ("model", "image", "score_threshold", "max_detections", "class_ids", "class_names", "frame_id")
+    __slots__ = ("model", "image", "score_threshold", "max_detections", "class_ids", "class_names", "frame_id", "model_version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class DetectRequest(_message.Message):
     CLASS_IDS_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     image: Image
     score_threshold: float
@@ -52,7 +53,8 @@ class DetectRequest(_message.Message):
     class_ids: _containers.RepeatedScalarFieldContainer[int]
     class_names: _containers.RepeatedScalarFieldContainer[str]
     frame_id: int
-    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., score_threshold: _Optional[float] = ..., max_detections: _Optional[int] = ..., class_ids: _Optional[_Iterable[int]] = ..., class_names: _Optional[_Iterable[str]] = ..., frame_id: _Optional[int] = ...) -> None: ...
+    model_version: str
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., score_threshold: _Optional[float] = ..., max_detections: _Optional[int] = ..., class_ids: _Optional[_Iterable[int]] = ..., class_names: _Optional[_Iterable[str]] = ..., frame_id: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("x1", "y1", "x2", "y2")
@@ -127,7 +129,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "default", "classes", "input_height", "input_width", "backend", "devices", "instances", "max_batch_size", "max_queue_delay_ms", "queue_capacity", "min_score_threshold", "default_score_threshold", "max_detections")
+    __slots__ = ("name", "version", "default", "classes", "input_height", "input_width", "backend", "devices", "instances", "max_batch_size", "max_queue_delay_ms", "queue_capacity", "min_score_threshold", "default_score_threshold", "max_detections", "default_version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +145,7 @@ class ModelInfo(_message.Message):
     MIN_SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MAX_DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     default: bool
@@ -158,7 +161,8 @@ class ModelInfo(_message.Message):
     min_score_threshold: float
     default_score_threshold: float
     max_detections: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., default: _Optional[bool] = ..., classes: _Optional[_Iterable[str]] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., backend: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., instances: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., queue_capacity: _Optional[int] = ..., min_score_threshold: _Optional[float] = ..., default_score_threshold: _Optional[float] = ..., max_detections: _Optional[int] = ...) -> None: ...
+    default_version: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., default: _Optional[bool] = ..., classes: _Optional[_Iterable[str]] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., backend: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., instances: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., queue_capacity: _Optional[int] = ..., min_score_threshold: _Optional[float] = ..., default_score_threshold: _Optional[float] = ..., max_detections: _Optional[int] = ..., default_version: _Optional[bool] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
