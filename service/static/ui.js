@@ -177,7 +177,8 @@
       showError(err);
       return false;
     }
-    state.models = body.models;
+    // One entry per model: the version a request without one gets (older versions served beside it are left out).
+    state.models = body.models.filter((m) => m.default_version !== false);
     const previous = el.model.value;
     el.model.replaceChildren(
       ...state.models.map((m) => {
