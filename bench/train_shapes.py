@@ -1,45 +1,35 @@
-"""Train on the synthetic shapes dataset within a time budget and print mAP and throughput.
+"""AP after a fixed wall-clock budget: ``yoloxpai train --time`` on the synthetic shapes set, per budget and init.
 
-    python bench/train_shapes.py --time-budget-min 10                      # yolox-nano at 256 px
-    python bench/train_shapes.py --presets yolox-nano,yolox-tiny --img-size 320 --time-budget-min 20
-    python bench/train_shapes.py --inits scratch,default --time-budget-min 20 --curve   # fine-tune vs scratch
+    python bench/train_shapes.py --img-size 320 --train-images 2000 --val-images 200 --budgets 10,20,40 \\
+        --inits scratch,default --json budgets.json          # docs/benchmarks.md, "Time budgets"
+    python bench/train_shapes.py --inits scratch,default --time-budget-min 20 --curve   # 10 min each, AP per epoch
 
-Each run (preset x initialisation) gets an equal share of the budget. ``--inits``: ``scratch``, ``default`` (the
-embedded COCO YOLOX-Nano) or a weights file; a run from weights fine-tunes with the CLI's fine-tune defaults (lr
-0.25 x Megvii's 0.01/64, one warm-up epoch; the class layers are re-initialised for the 6 shapes). A short
-calibration (a few real training steps) measures the step time; the number of epochs is then chosen so training
-plus the evaluation(s) fit the share, and the schedule (warm-up, cosine, no-aug phase) is laid out over exactly
-those epochs. The printed wall time is the measured one.
-Recipe: the preset's augmentation and SimOTA/losses; lr per image ``--lr-per-img`` (default 16x Megvii's 0.01/64,
-because a few hundred steps from scratch need it); EMA as the reference; evaluation of the EMA model on the
-val split with faster-coco-eval.
+Each run is the real command, ``yoloxpai train --time MINUTES`` in a fresh process (it calibrates its step time,
+plans epochs, warm-up, no-aug phase and cosine schedule to the budget, and stops at the deadline if it falls
+behind), with the recipe's defaults: only the flags given here (``--batch-size``, ``--lr-per-img``,
+``--multiscale-range``) change them. ``--inits``: ``scratch``, ``default`` (fine-tune the embedded COCO
+YOLOX-Nano, with the CLI's fine-tune defaults) or a weights file. ``--budgets`` are minutes per run;
+``--time-budget-min`` instead splits one total equally over all runs. The shapes set is generated on the fly
+unless ``--data-dir`` holds one. Prints one row per run (wall time measured around the process) and writes them
+as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
-import statistics
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from bench.machine import describe  # noqa: E402
 from model.data.shapes import make_shapes_dataset  # noqa: E402
-from model.distributed import init_distributed  # noqa: E402
-from model.train.config import FINETUNE_LR_SCALE, FINETUNE_WARMUP_EPOCHS, TrainConfig  # noqa: E402
-from model.train.loop import train, train_one_epoch  # noqa: E402
-from model.train.monitor import Monitor  # noqa: E402
-from model.train.run import build_run  # noqa: E402
-
-CALIBRATION_STEPS = 8
-SAFETY = 0.85  # share of the budget planned for training; the rest absorbs eval, checkpoints and jitter
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,111 +37,103 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="yolox-nano", help="comma-separated preset names")
     p.add_argument("--inits", default="scratch", help="comma-separated: scratch | default | a weights file")
-    p.add_argument("--finetune-lr-per-img", type=float, default=FINETUNE_LR_SCALE * 0.01 / 64)
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--budgets", help="comma-separated minutes per run, e.g. 10,20,40 (default 10)")
+    budget.add_argument("--time-budget-min", type=float, help="total minutes, split equally over all runs")
     p.add_argument("--curve", action="store_true", help="evaluate after every epoch (counted in the budget)")
     p.add_argument("--img-size", type=int, default=256, help="square training/eval size (multiple of 32)")
     p.add_argument("--train-images", type=int, default=1000)
     p.add_argument("--val-images", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr-per-img", type=float, default=0.16 / 64)
-    p.add_argument("--time-budget-min", type=float, default=10.0, help="total for all runs")
-    p.add_argument("--multiscale-range", type=int, default=2, help="sizes 32 * (S/32 -/+ R); 0 disables")
+    p.add_argument("--batch-size", type=int, help="default: yoloxpai train's (64)")
+    p.add_argument("--lr-per-img", type=float, help="default: yoloxpai train's (0.01/64; x0.25 fine-tuning)")
+    p.add_argument("--multiscale-range", type=int, help="default: the recipe's")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 + one loader worker = 2 cores)")
+    p.add_argument("--threads", type=int, default=1, help="OMP threads per run (1 + one loader worker = 2 cores)")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", help="shapes dataset folder (generated if missing; default: a temp folder)")
     p.add_argument("--out-dir", help="run folders (default: a temp folder)")
+    p.add_argument("--json", help="write the rows here (default: OUT_DIR/train_shapes.json)")
     return p.parse_args(argv)
 
 
-def init_weights(init: str) -> str | None:
-    """``scratch`` -> None, ``default`` -> the embedded COCO weights, else a path."""
-    if init == "scratch":
-        return None
-    if init == "default":
-        from model.artifacts import default_weights_path
-
-        return str(default_weights_path())
-    return init
+def budgets_min(args: argparse.Namespace, runs_per_budget: int) -> list[float]:
+    """Minutes per run."""
+    if args.time_budget_min is not None:
+        return [args.time_budget_min / runs_per_budget]
+    return [float(b) for b in (args.budgets or "10").split(",") if b.strip()]
 
 
-def base_config(preset: str, init: str, data: Path, out: Path, args: argparse.Namespace) -> TrainConfig:
-    """The recipe before the epoch count is known."""
-    weights = init_weights(init)
-    return TrainConfig(
-        arch=preset, data=str(data), out_dir=str(out), epochs=1, batch_size=args.batch_size,
-        input_hw=(args.img_size, args.img_size), device=args.device, workers=args.workers, weights=weights,
-        finetune=weights is not None,
-        basic_lr_per_img=args.finetune_lr_per_img if weights else args.lr_per_img,
-        multiscale_range=args.multiscale_range, warmup_epochs=0, no_aug_epochs=0, tensorboard=False, progress=False,
-    )  # fmt: skip
+def train_command(preset: str, init: str, minutes: float, data: Path, out: Path, args: argparse.Namespace) -> list:
+    """The ``yoloxpai train --time`` command line of one run."""
+    cmd = [sys.executable, "-m", "yoloxpai.cli", "train", "--arch", preset, "--data", str(data), "--out", str(out),
+           "--time", f"{minutes:g}", "--img-size", str(args.img_size), "--workers", str(args.workers),
+           "--device", args.device, "--no-tensorboard", "--no-progress"]  # fmt: skip
+    if init != "scratch":
+        cmd += ["--weights", init]
+    for flag, value in (
+        ("--batch-size", args.batch_size),
+        ("--lr-per-img", args.lr_per_img),
+        ("--multiscale-range", args.multiscale_range),
+        ("--eval-interval", 1 if args.curve else None),
+    ):
+        if value is not None:
+            cmd += [flag, str(value)]
+    return cmd
 
 
-class StepTimer(Monitor):
-    """Records each step's wall time instead of logging it."""
-
-    def __init__(self) -> None:
-        super().__init__(".", active=False, total_iters=0)
-        self.times: list[float] = []
-
-    def train_step(self, **kwargs) -> None:
-        """Keep ``step_s``."""
-        self.times.append(kwargs["step_s"])
-
-
-def seconds_per_step(cfg: TrainConfig) -> tuple[float, int]:
-    """(median seconds per training step over a few real steps, iterations per epoch)."""
-    run = build_run(dataclasses.replace(cfg, out_dir=cfg.out_dir + "-calibration"), init_distributed(cfg.device))
-    iters_per_epoch = run.iters_per_epoch
-    run.iters_per_epoch = CALIBRATION_STEPS + 2
-    timer = StepTimer()
-    run.train_loader.set_epoch(0)
-    train_one_epoch(run, 0, use_l1=False, monitor=timer)
-    # The first two steps warm up the allocator, oneDNN kernels and workers; the median ignores a stray slow step.
-    return statistics.median(timer.times[2:]), iters_per_epoch
-
-
-def plan_epochs(
-    step_s: float, iters_per_epoch: int, val_images: int, batch: int, budget_s: float, every_epoch: bool
-) -> int:
-    """Epochs that fit ``budget_s`` with one final evaluation, or one per epoch (inference ~ 1/3 of a training
-    step per image)."""
-    eval_s = val_images * step_s / batch / 3 + 5.0
-    if every_epoch:
-        return max(1, math.floor(budget_s * SAFETY / (step_s * iters_per_epoch + eval_s)))
-    return max(1, math.floor((budget_s * SAFETY - eval_s) / (step_s * iters_per_epoch)))
-
-
-def eval_curve(out: Path) -> list[tuple[int, float]]:
-    """(epoch, mAP50:95) of every evaluation the run logged."""
-    import json
-
+def read_run(out: Path) -> dict:
+    """Planned schedule and evaluations of a finished run folder."""
+    cfg = json.loads((out / "train_config.json").read_text())
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [(r["epoch"], r["AP50:95"]) for r in records if r.get("kind") == "eval"]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    steps = [r["iteration"] for r in records if r.get("kind") == "train"]
+    final = evals[-1] if evals else {}
+    return {"epochs_planned": cfg["epochs"], "epochs": final.get("epoch", 0), "iterations": max(steps, default=0),
+            "map": final.get("AP50:95", float("nan")), "map50": final.get("AP50", float("nan")),
+            "curve": [(r["epoch"], r["AP50:95"]) for r in evals]}  # fmt: skip
 
 
-def bench_run(preset: str, init: str, data: Path, out: Path, args: argparse.Namespace, budget_s: float) -> dict:
-    """Calibrate, train and evaluate one preset from one initialisation; return its table row."""
-    cfg = base_config(preset, init, data, out, args)
-    step_s, iters_per_epoch = seconds_per_step(cfg)
-    epochs = plan_epochs(step_s, iters_per_epoch, args.val_images, args.batch_size, budget_s, args.curve)
-    warmup = FINETUNE_WARMUP_EPOCHS if cfg.weights else min(5, max(1, epochs // 10))
-    cfg = dataclasses.replace(cfg, epochs=epochs, warmup_epochs=min(warmup, epochs - 1),
-                              no_aug_epochs=1 if epochs > 2 else 0,
-                              eval_interval_epochs=1 if args.curve else epochs)  # fmt: skip
-    print(f"{preset} from {init}: {step_s:.3f} s/step x {iters_per_epoch} steps/epoch -> {epochs} epochs", flush=True)
-    summary = train(cfg)
-    result = summary.last_eval
-    return {"preset": preset, "init": init, "img": args.img_size, "epochs": epochs, "wall_s": summary.wall_s,
-            "img_s": summary.images_per_s, "map": result.ap50_95, "map50": result.ap50,
-            "curve": eval_curve(out)}  # fmt: skip
+def bench_run(preset: str, init: str, minutes: float, data: Path, out: Path, args: argparse.Namespace) -> dict:
+    """Run one ``yoloxpai train --time`` process; return its row."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    print(f"{preset} from {init}, {minutes:g} min ...", flush=True)
+    tick = time.perf_counter()
+    done = subprocess.run(train_command(preset, init, minutes, data, out, args), cwd=REPO, env=env,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    wall_s = time.perf_counter() - tick
+    if done.returncode != 0:
+        raise RuntimeError(f"yoloxpai train failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    plan = [line for line in done.stderr.splitlines() if line.startswith("time budget")]
+    row = {"preset": preset, "init": Path(init).stem, "budget_min": minutes, "wall_s": round(wall_s, 1),
+           "stopped_early": "stopped at the time budget" in done.stdout, "plan": plan[0] if plan else "",
+           **read_run(out)}  # fmt: skip
+    print(f"  {row['plan']}\n  {done.stdout.strip().splitlines()[-1]}", flush=True)
+    return row
+
+
+def print_table(rows: list[dict], curve: bool) -> None:
+    """The AP table (and the per-epoch curves)."""
+    header = (f"{'preset':<14} {'init':<10} {'budget':>6} {'wall s':>7} {'epochs':>6} {'iters':>6} {'AP50:95':>8} "
+              f"{'AP50':>7}")  # fmt: skip
+    print("\n" + header + "\n" + "-" * len(header))
+    for r in rows:
+        epochs = f"{r['epochs']}{'*' if r['stopped_early'] else ''}"
+        print(f"{r['preset']:<14} {r['init']:<10} {r['budget_min']:>6g} {r['wall_s']:>7.0f} {epochs:>6} "
+              f"{r['iterations']:>6} {r['map']:>8.4f} {r['map50']:>7.4f}")  # fmt: skip
+    if any(r["stopped_early"] for r in rows):
+        print("* stopped at the deadline before the planned last epoch")
+    if curve:
+        print("\nAP50:95 after each epoch")
+        for r in rows:
+            print(f"{r['preset']} from {r['init']}, {r['budget_min']:g} min: "
+                  + "  ".join(f"{e}: {ap:.4f}" for e, ap in r["curve"]))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print the table."""
+    """Generate the data if needed, run every (preset, init, budget), print and save the table."""
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)  # two spinning OpenMP threads plus a loader worker thrash 2 cores
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    inits = [i.strip() for i in args.inits.split(",") if i.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="yoloxpai-bench-"))
     data = Path(args.data_dir) if args.data_dir else workdir / "shapes"
     if not (data / "annotations" / "instances_train.json").is_file():
@@ -159,25 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         make_shapes_dataset(data, train=args.train_images, val=args.val_images, img_size=args.img_size, seed=0)
         print(f"generated {args.train_images}+{args.val_images} shapes images in {time.perf_counter() - start:.0f} s")
     out = Path(args.out_dir) if args.out_dir else workdir / "runs"
-    inits = [i.strip() for i in args.inits.split(",") if i.strip()]
-    budget_s = args.time_budget_min * 60 / (len(presets) * len(inits))
     print(describe())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, budget {budget_s / 60:.1f} min/run")
-    rows = [bench_run(p, i, data, out / f"{p}-{Path(i).stem}", args, budget_s) for p in presets for i in inits]
-    header = (f"{'preset':<14} {'init':<10} {'img':>4} {'epochs':>6} {'wall s':>7} {'img/s':>7} {'mAP50:95':>9} "
-              f"{'mAP50':>7}")  # fmt: skip
-    print("\n" + header + "\n" + "-" * len(header))
-    for r in rows:
-        print(f"{r['preset']:<14} {Path(r['init']).stem:<10} {r['img']:>4} {r['epochs']:>6} {r['wall_s']:>7.0f} "
-              f"{r['img_s']:>7.1f} {r['map']:>9.4f} {r['map50']:>7.4f}")  # fmt: skip
-    if args.curve:
-        print("\nmAP50:95 after each epoch")
-        for r in rows:
-            points = "  ".join(f"{epoch}: {ap:.4f}" for epoch, ap in r["curve"])
-            print(f"{r['preset']} from {Path(r['init']).stem}: {points}")
-    over = [f"{r['preset']} from {r['init']}" for r in rows if r["wall_s"] > budget_s]
-    if over:
-        print(f"over budget: {', '.join(over)} (the calibration underestimated the step time)")
+    rows = [bench_run(p, i, m, data, out / f"{p}-{Path(i).stem}-{m:g}min", args)
+            for m in budgets_min(args, len(presets) * len(inits)) for p in presets for i in inits]  # fmt: skip
+    print_table(rows, args.curve)
+    json_path = Path(args.json) if args.json else out / "train_shapes.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps({"machine": describe(), "args": vars(args), "rows": rows}, indent=2))
+    print(f"\nrows written to {json_path}")
     return 0
 
 

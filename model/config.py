@@ -17,7 +17,10 @@ NeckMode = Literal["all", "part"]
 Fusion = Literal["none", "asff", "asff_sim"]
 HeadType = Literal["yolox", "tood"]
 ConvType = Literal["conv", "dwconv", "repconv"]
-IouLoss = Literal["iou", "giou", "siou"]
+IouLoss = Literal["iou", "giou", "giou-easycv", "siou"]
+ToodNorm = Literal["gn", "bn", "none"]
+# ``model.loss.iou.IOU_LOSSES`` keys, repeated here so configs and the CLI stay importable without torch.
+IOU_LOSS_NAMES = ("iou", "giou", "giou-easycv", "siou")
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,25 @@ class YoloxConfig:
         depthwise: Megvii nano-style depthwise convs in backbone and neck.
         backbone: ``cspdarknet`` (Megvii) or ``repvgg`` (EasyCV RepVGGYOLOX; always ReLU, as the reference).
         neck, neck_mode: ``pafpn`` or ``gsconv``; ``all`` replaces CSP layers by VoVGSCSP, ``part`` keeps them.
+            GSConv and VoVGSCSP are always SiLU whatever ``act`` says (EasyCV builds them without an act).
         fusion: ASFF after the PAN (``asff`` learned resizers, ``asff_sim`` parameter-free ones).
         head: ``yolox`` decoupled head or ``tood`` (task-decomposition head with ``tood_stacked_convs``).
+        tood_norm, tood_gn_groups: the norm of TOOD's ``ConvModule`` layers (EasyCV ``norm_cfg``, default
+            GroupNorm with 32 groups): ``gn``, ``bn`` (YOLOX's eps/momentum) or ``none`` (conv with a bias, which
+            the reduction conv then never applies: EasyCV's dynamic conv uses only its weight).
         head_conv_type: the head's 3x3 convs: ``conv``, ``dwconv`` or ``repconv`` (RepVGG block).
         input_hw: default (height, width), multiples of 32.
-        prior_prob: cls/obj bias prior at init (Megvii 0.01; applied to PAI too, where EasyCV forgot it).
-        iou_loss: the regression loss the reference recipe uses for this preset.
+        prior_prob: cls/obj bias prior at init, ``-log((1 - p) / p)``; ``None`` keeps PyTorch's default bias.
+        iou_loss: the regression loss the reference recipe uses for this preset (training only).
+
+    Initialisation per family (what each reference's training entry point effectively runs):
+    - Megvii presets: PyTorch defaults everywhere, then cls/obj biases from ``prior_prob=0.01`` (-4.595).
+    - YOLOX-PAI presets: ``prior_prob=None``: EasyCV defines ``initialize_biases`` but only YOLOX-Edge calls it,
+      so the biases keep PyTorch's default. TOOD (either family: it exists only in EasyCV) initialises its
+      ``ConvModule`` convs (``inter_convs``, ``reduction_conv``) as mmcv does, Kaiming-normal (fan_out, ReLU), bias
+      0, norm weight 1 / bias 0, and its layer-attention convs keep PyTorch's defaults: TOOD's own
+      ``init_weights`` (normal 0.01 / 0.001) is never called by EasyCV.
+    - Every BatchNorm: eps 1e-3, momentum 0.03 (both references' ``init_yolo``).
     """
 
     name: str = "custom"
@@ -89,11 +105,13 @@ class YoloxConfig:
     head_conv_type: ConvType = "conv"
     tood_stacked_convs: int = 3
     tood_la_down_rate: int = 32
+    tood_norm: ToodNorm = "gn"
+    tood_gn_groups: int = 32
     strides: tuple[int, int, int] = (8, 16, 32)
     in_channels: tuple[int, int, int] = (256, 512, 1024)
     input_hw: tuple[int, int] = (640, 640)
     convention: InputConvention = field(default=MEGVII)
-    prior_prob: float = 0.01
+    prior_prob: float | None = 0.01
     iou_loss: IouLoss = "iou"
 
     def __post_init__(self) -> None:
@@ -102,6 +120,10 @@ class YoloxConfig:
             raise ValueError(f"input_hw must be positive multiples of 32, got {self.input_hw}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.prior_prob is not None and not 0.0 < self.prior_prob < 1.0:
+            raise ValueError(f"prior_prob must be in (0, 1) or None, got {self.prior_prob}")
+        if self.tood_gn_groups < 1:
+            raise ValueError(f"tood_gn_groups must be >= 1, got {self.tood_gn_groups}")
         checks = {
             "backbone": ("cspdarknet", "repvgg"),
             "neck": ("pafpn", "gsconv"),
@@ -109,7 +131,8 @@ class YoloxConfig:
             "fusion": ("none", "asff", "asff_sim"),
             "head": ("yolox", "tood"),
             "head_conv_type": ("conv", "dwconv", "repconv"),
-            "iou_loss": ("iou", "giou", "siou"),
+            "iou_loss": IOU_LOSS_NAMES,
+            "tood_norm": ("gn", "bn", "none"),
             "act": ("silu", "relu", "lrelu"),
         }
         for name, allowed in checks.items():
@@ -139,7 +162,10 @@ class YoloxConfig:
 
 
 _S = YoloxConfig(name="yolox-s", depth=0.33, width=0.50)
-_PAI_S = dataclasses.replace(_S, name="yolox-pai-s", backbone="repvgg", convention=EASYCV, iou_loss="giou")
+# EasyCV's released configs: GIoU in EasyCV's form and no prior-probability bias (see YoloxConfig).
+_PAI_S = dataclasses.replace(
+    _S, name="yolox-pai-s", backbone="repvgg", convention=EASYCV, iou_loss="giou-easycv", prior_prob=None
+)
 
 VARIANTS: dict[str, YoloxConfig] = {
     "yolox-nano": YoloxConfig(

@@ -1,7 +1,8 @@
 """GSConv blocks for the YOLOX-PAI ``gsconv`` neck (EasyCV ``yolo_pafpn.py``).
 
 Checkpoint quirk kept on purpose (reference bug #4): EasyCV passes the activation name positionally into
-``BaseConv``'s ``bias`` slot, so every GSConv conv has ``bias=True`` and the activation is always SiLU.
+``BaseConv``'s ``bias`` slot, so every GSConv conv has ``bias=True`` and the activation is always SiLU. ``VoVGSCSP``
+is built without an activation argument there, so it is SiLU too whatever the model's ``act``.
 """
 
 from __future__ import annotations
@@ -43,13 +44,16 @@ class GSBottleneck(nn.Module):
 
 
 class VoVGSCSP(nn.Module):
-    """``cv2(cat[m(cv1(x)), cv1(x)])`` with GS bottlenecks; replaces the PAFPN CSP layers in mode ``all``."""
+    """``cv2(cat[m(cv1(x)), cv1(x)])`` with GS bottlenecks; replaces the PAFPN CSP layers in mode ``all``.
 
-    def __init__(self, in_channels: int, out_channels: int, n: int = 1, act: str = "silu") -> None:
+    Always SiLU (EasyCV's ``VoVGSCSP(c1, c2, n)`` has no activation argument).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, n: int = 1) -> None:
         super().__init__()
         hidden = int(out_channels * 0.5)
-        self.cv1 = BaseConv(in_channels, hidden, 1, 1, act=act)
-        self.cv2 = BaseConv(2 * hidden, out_channels, 1, 1, act=act)
+        self.cv1 = BaseConv(in_channels, hidden, 1, 1, act="silu")
+        self.cv2 = BaseConv(2 * hidden, out_channels, 1, 1, act="silu")
         self.m = nn.Sequential(*[GSBottleneck(hidden, hidden) for _ in range(n)])
 
     def forward(self, x: Tensor) -> Tensor:

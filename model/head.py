@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.config import YoloxConfig
-from model.layers import BaseConv, DWConv
+from model.layers import BaseConv, DWConv, batch_norm
 from model.repvgg import RepVGGBlock
 
 
@@ -73,23 +73,48 @@ class YOLOXHead(nn.Module):
         return outputs
 
 
-class ConvGNAct(nn.Module):
-    """Conv (no bias) -> GroupNorm(32) -> ReLU, named like mmcv's ``ConvModule`` (``conv``, ``gn``)."""
+def _norm_layer(kind: str, channels: int, gn_groups: int) -> tuple[str, nn.Module]:
+    """(attribute name, layer) as mmcv's ``build_norm_layer`` names them: ``gn`` or ``bn``."""
+    if kind == "gn":
+        if channels % gn_groups:
+            raise ValueError(f"tood_gn_groups={gn_groups} does not divide the head's {channels} channels")
+        return "gn", nn.GroupNorm(gn_groups, channels)
+    return "bn", batch_norm(channels)
 
-    def __init__(self, in_channels: int, out_channels: int, ksize: int, groups_gn: int = 32) -> None:
+
+class ConvNormAct(nn.Module):
+    """mmcv ``ConvModule`` (conv -> norm -> ReLU) with its attribute names (``conv``, ``gn``/``bn``, ``activate``).
+
+    As mmcv: the conv has a bias only without a norm, and is initialised Kaiming-normal (fan_out, ReLU) with
+    bias 0; the norm starts at weight 1, bias 0.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, ksize: int, norm: str = "gn", gn_groups: int = 32) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, ksize, 1, ksize // 2, bias=False)
-        self.gn = nn.GroupNorm(groups_gn, out_channels)
+        self.conv = nn.Conv2d(in_channels, out_channels, ksize, 1, ksize // 2, bias=norm == "none")
+        self.norm_name = None
+        if norm != "none":
+            self.norm_name, layer = _norm_layer(norm, out_channels, gn_groups)
+            self.add_module(self.norm_name, layer)
         self.activate = nn.ReLU(inplace=True)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        if self.conv.bias is not None:
+            nn.init.zeros_(self.conv.bias)
+
+    def normalise(self, x: Tensor) -> Tensor:
+        """The norm layer, or identity without one."""
+        return x if self.norm_name is None else getattr(self, self.norm_name)(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.activate(self.gn(self.conv(x)))
+        return self.activate(self.normalise(self.conv(x)))
 
 
 class TaskDecomposition(nn.Module):
     """TOOD task decomposition: a per-image layer attention scales a 1x1 reduction conv (a dynamic conv)."""
 
-    def __init__(self, feat_channels: int, stacked_convs: int, la_down_rate: int) -> None:
+    def __init__(
+        self, feat_channels: int, stacked_convs: int, la_down_rate: int, norm: str = "gn", gn_groups: int = 32
+    ) -> None:
         super().__init__()
         self.feat_channels = feat_channels
         self.stacked_convs = stacked_convs
@@ -101,7 +126,7 @@ class TaskDecomposition(nn.Module):
             nn.Conv2d(hidden, stacked_convs, 1),
             nn.Sigmoid(),
         )
-        self.reduction_conv = ConvGNAct(self.in_channels, feat_channels, 1)
+        self.reduction_conv = ConvNormAct(self.in_channels, feat_channels, 1, norm, gn_groups)
 
     def forward(self, feat: Tensor, avg_feat: Tensor) -> Tensor:
         b, _, h, w = feat.shape
@@ -109,31 +134,26 @@ class TaskDecomposition(nn.Module):
         base = self.reduction_conv.conv.weight.reshape(1, self.feat_channels, self.stacked_convs, self.feat_channels)
         weight = (attn.reshape(b, 1, self.stacked_convs, 1) * base).reshape(b, self.feat_channels, self.in_channels)
         out = torch.bmm(weight, feat.reshape(b, self.in_channels, h * w)).reshape(b, self.feat_channels, h, w)
-        return self.reduction_conv.activate(self.reduction_conv.gn(out))
+        # Only the conv's weight takes part (EasyCV): without a norm its bias exists but is never added.
+        return self.reduction_conv.activate(self.reduction_conv.normalise(out))
 
 
 class TOODHead(YOLOXHead):
-    """YOLOX head with TOOD's shared stacked convs and per-task decomposition before the cls/reg convs."""
+    """YOLOX head with TOOD's shared stacked convs and per-task decomposition before the cls/reg convs.
+
+    Initialisation is EasyCV's effective one (see ``YoloxConfig``): mmcv ``ConvModule`` init for the stacked and
+    reduction convs, PyTorch defaults for the layer attention.
+    """
 
     def __init__(self, cfg: YoloxConfig) -> None:
         super().__init__(cfg)
         hidden = int(256 * cfg.width)
         stacked = cfg.tood_stacked_convs
-        self.inter_convs = nn.ModuleList([ConvGNAct(hidden, hidden, 3) for _ in range(stacked)])
+        norm = (cfg.tood_norm, cfg.tood_gn_groups)
+        self.inter_convs = nn.ModuleList([ConvNormAct(hidden, hidden, 3, *norm) for _ in range(stacked)])
         la = stacked * cfg.tood_la_down_rate
-        self.cls_decomps = nn.ModuleList([TaskDecomposition(hidden, stacked, la) for _ in cfg.in_channels])
-        self.reg_decomps = nn.ModuleList([TaskDecomposition(hidden, stacked, la) for _ in cfg.in_channels])
-        self._init_tood()
-
-    def _init_tood(self) -> None:
-        # TOOD's init (EasyCV defines it but never calls it; reference bug #6).
-        for m in self.inter_convs:
-            nn.init.normal_(m.conv.weight, std=0.01)
-        for decomp in list(self.cls_decomps) + list(self.reg_decomps):
-            for idx in (0, 2):
-                nn.init.normal_(decomp.layer_attention[idx].weight, std=0.001)
-                nn.init.zeros_(decomp.layer_attention[idx].bias)
-            nn.init.normal_(decomp.reduction_conv.conv.weight, std=0.01)
+        self.cls_decomps = nn.ModuleList([TaskDecomposition(hidden, stacked, la, *norm) for _ in cfg.in_channels])
+        self.reg_decomps = nn.ModuleList([TaskDecomposition(hidden, stacked, la, *norm) for _ in cfg.in_channels])
 
     def level_features(self, k: int, x: Tensor) -> tuple[Tensor, Tensor]:
         x = self.stems[k](x)

@@ -43,11 +43,11 @@ class PAFPN(nn.Module):
             self.gsconv4 = GSConv(c0, c0, 3, 2)
             self.gsconv5 = GSConv(c1, c1, 3, 2)
             if self.vov:
-                self.vovGSCSP1 = VoVGSCSP(2 * c1, c1, n, act=act)
+                self.vovGSCSP1 = VoVGSCSP(2 * c1, c1, n)
                 self.gsconv3 = GSConv(2 * c0, 2 * c0, 1, 1)
-                self.vovGSCSP2 = VoVGSCSP(2 * c0, c0, n, act=act)
-                self.vovGSCSP3 = VoVGSCSP(2 * c0, c1, n, act=act)
-                self.vovGSCSP4 = VoVGSCSP(2 * c1, c2, n, act=act)
+                self.vovGSCSP2 = VoVGSCSP(2 * c0, c0, n)
+                self.vovGSCSP3 = VoVGSCSP(2 * c0, c1, n)
+                self.vovGSCSP4 = VoVGSCSP(2 * c1, c2, n)
             else:
                 self._csp_layers(c0, c1, c2, n, dw, act)
         else:

@@ -48,7 +48,8 @@ class YOLOX(nn.Module):
         self.cfg = cfg
         self.backbone = PAFPN(cfg)
         self.head = build_head(cfg)
-        self.head.initialize_biases(cfg.prior_prob)
+        if cfg.prior_prob is not None:  # None: PyTorch's default biases (EasyCV, see YoloxConfig)
+            self.head.initialize_biases(cfg.prior_prob)
 
     @property
     def num_classes(self) -> int:

@@ -1,11 +1,17 @@
-"""IoU on (cx, cy, w, h) boxes and the three regression losses of the presets: ``iou``, ``giou``, ``siou``.
+"""IoU on (cx, cy, w, h) boxes and the box-regression losses: ``iou``, ``giou``, ``giou-easycv``, ``siou``.
 
 Formulas follow the references (``yolox.md`` §4.2, ``yolox_pai.md`` §3.2): the intersection is counted only when
-both sides overlap, the IoU denominator gets ``1e-16``. SIoU adds ``SIOU_EPS`` to the squared centre distance
-because the reference divides by it unguarded (NaN for coincident centres, exactly the boxes SimOTA likes).
+both sides overlap, the IoU denominator gets ``1e-16``. Two GIoUs: ``giou`` is the textbook one (Megvii's
+``IOUloss(loss_type="giou")``, penalty ``(C - union) / C``); ``giou-easycv`` is what every released YOLOX-PAI
+config trains with (EasyCV ``IOUloss``), penalty ``(C - intersection) / C`` — so any disjoint pair costs exactly 2
+and, the intersection being 0 there, gets no gradient. Both clamp GIoU to [-1, 1] and ``C`` to >= 1e-16; gradients
+are autograd's of these formulas. SIoU adds ``SIOU_EPS`` to the squared centre distance because the reference
+divides by it unguarded (NaN for coincident centres, exactly the boxes SimOTA likes).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -32,8 +38,15 @@ def pairwise_iou_cxcywh(a_cxcywh: Tensor, b_cxcywh: Tensor) -> Tensor:
     return inter / (area_a + area_b - inter)
 
 
-def _iou_parts(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Row-wise (IoU, union, enclosing top-left, enclosing bottom-right) for ``[N, 4]`` cxcywh pairs."""
+class _IouParts(NamedTuple):
+    iou: Tensor  # [N]
+    inter: Tensor  # [N]
+    union: Tensor  # [N]
+    enclosing_area: Tensor  # [N], the smallest box holding both
+
+
+def _iou_parts(pred: Tensor, target: Tensor) -> _IouParts:
+    """Row-wise IoU terms for ``[N, 4]`` cxcywh pairs."""
     p_tl, p_br = _corners(pred)
     t_tl, t_br = _corners(target)
     tl = torch.maximum(p_tl, t_tl)
@@ -42,26 +55,35 @@ def _iou_parts(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor, Te
     inter = (br - tl).prod(dim=1) * overlaps
     union = pred[:, 2:4].prod(dim=1) + target[:, 2:4].prod(dim=1) - inter
     iou = inter / (union + 1e-16)
-    return iou, union, torch.minimum(p_tl, t_tl), torch.maximum(p_br, t_br)
+    enclosing_area = (torch.maximum(p_br, t_br) - torch.minimum(p_tl, t_tl)).prod(dim=1)
+    return _IouParts(iou, inter, union, enclosing_area)
 
 
 def iou_loss(pred_cxcywh: Tensor, target_cxcywh: Tensor) -> Tensor:
     """Megvii's ``iou`` loss per row: ``1 - IoU^2``."""
-    iou, _, _, _ = _iou_parts(pred_cxcywh, target_cxcywh)
-    return 1 - iou**2
+    return 1 - _iou_parts(pred_cxcywh, target_cxcywh).iou ** 2
+
+
+def _one_minus_clamped(iou: Tensor, penalty_numerator: Tensor, enclosing_area: Tensor) -> Tensor:
+    giou = iou - penalty_numerator / enclosing_area.clamp(min=1e-16)
+    return 1 - giou.clamp(min=-1.0, max=1.0)
 
 
 def giou_loss(pred_cxcywh: Tensor, target_cxcywh: Tensor) -> Tensor:
-    """``1 - clamp(GIoU, -1, 1)`` per row (the loss of every shipped YOLOX-PAI config)."""
-    iou, union, c_tl, c_br = _iou_parts(pred_cxcywh, target_cxcywh)
-    area_c = (c_br - c_tl).prod(dim=1)
-    giou = iou - (area_c - union) / area_c.clamp(min=1e-16)
-    return 1 - giou.clamp(min=-1.0, max=1.0)
+    """Textbook GIoU per row: ``1 - clamp(IoU - (C - union) / C, -1, 1)`` (Megvii's ``giou``)."""
+    parts = _iou_parts(pred_cxcywh, target_cxcywh)
+    return _one_minus_clamped(parts.iou, parts.enclosing_area - parts.union, parts.enclosing_area)
+
+
+def giou_easycv_loss(pred_cxcywh: Tensor, target_cxcywh: Tensor) -> Tensor:
+    """EasyCV's GIoU per row: ``1 - clamp(IoU - (C - intersection) / C, -1, 1)`` (every YOLOX-PAI config)."""
+    parts = _iou_parts(pred_cxcywh, target_cxcywh)
+    return _one_minus_clamped(parts.iou, parts.enclosing_area - parts.inter, parts.enclosing_area)
 
 
 def siou_loss(pred_cxcywh: Tensor, target_cxcywh: Tensor, eps: float = SIOU_EPS) -> Tensor:
     """SIoU per row: ``1 - IoU + (distance + shape) / 2`` with EasyCV's angle/distance/shape costs, ε-guarded."""
-    iou, _, _, _ = _iou_parts(pred_cxcywh, target_cxcywh)
+    iou = _iou_parts(pred_cxcywh, target_cxcywh).iou
     dx = target_cxcywh[:, 0] - pred_cxcywh[:, 0]
     dy = target_cxcywh[:, 1] - pred_cxcywh[:, 1]
     # sin(2 alpha) = 2 |dx| |dy| / sigma^2; written without the sqrt so the gradient is finite at sigma = 0.
@@ -79,11 +101,11 @@ def siou_loss(pred_cxcywh: Tensor, target_cxcywh: Tensor, eps: float = SIOU_EPS)
     return 1 - iou + (distance + shape) / 2
 
 
-IOU_LOSSES = {"iou": iou_loss, "giou": giou_loss, "siou": siou_loss}
+IOU_LOSSES = {"iou": iou_loss, "giou": giou_loss, "giou-easycv": giou_easycv_loss, "siou": siou_loss}
 
 
 def box_regression_loss(kind: str, pred_cxcywh: Tensor, target_cxcywh: Tensor) -> Tensor:
-    """Per-row loss ``[N]`` of type ``kind`` (``iou`` | ``giou`` | ``siou``) on ``[N, 4]`` cxcywh boxes."""
+    """Per-row loss ``[N]`` of type ``kind`` (a key of ``IOU_LOSSES``) on ``[N, 4]`` cxcywh boxes."""
     if kind not in IOU_LOSSES:
         raise ValueError(f"iou loss must be one of {sorted(IOU_LOSSES)}, got {kind!r}")
     if pred_cxcywh.shape != target_cxcywh.shape or pred_cxcywh.shape[-1] != 4:

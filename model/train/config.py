@@ -1,4 +1,7 @@
-"""``TrainConfig``: every knob of a training run, with the Megvii YOLOX recipe as defaults (``yolox.md`` §4).
+"""``TrainConfig``: every knob of a training run (``yolox.md`` §4, ``yolox_pai.md`` §4).
+
+Fields left ``None`` take the run's recipe (``model.train.recipe``: Megvii's for Megvii presets, EasyCV's for the
+PAI presets) when the run is built.
 
 Pure stdlib (the CLI builds it before importing torch). Stored in each checkpoint as ``train_config`` so a
 resumed run can check it continues the same schedule.
@@ -9,8 +12,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from model.config import IOU_LOSS_NAMES
+
 # Names of ``model.loss.simota.ASSIGNERS``, repeated so this module stays importable without torch.
 ASSIGNER_NAMES = ("simota-0.3.0", "simota-center")
+RECIPE_NAMES = ("megvii", "easycv")  # the keys of ``model.train.recipe.RECIPES``
 
 # Fine-tune defaults (``TrainConfig.finetune``; the CLI fills them in for flags left unset): pretrained features
 # need smaller steps, and only the re-initialised head needs a warm-up.
@@ -44,14 +50,21 @@ class TrainConfig:
             ``warmup_epochs`` 1; built directly, the config uses exactly the values passed.
         resume: checkpoint to continue (same schedule, exact); ``auto`` = ``out_dir/last.pt``.
         basic_lr_per_img: lr = ``basic_lr_per_img * batch_size`` (0.01 / 64).
-        weight_decay_all: decay BN weights and biases too (EasyCV's recipe); default conv/linear weights only.
-        multiscale_range: sizes ``32 * (H/32 -/+ range)``; ``multiscale_sizes_32`` overrides with explicit
-            (min, max) in units of 32 (nano/tiny use (10, 20)); 0 / None with range 0 disables multiscale.
+        recipe: ``megvii`` | ``easycv``; ``None`` = the preset family's (``model.train.recipe``). It supplies the
+            defaults of the ``None`` fields below and of the model's ``iou_loss`` / ``prior_prob``.
+        weight_decay_all: decay BN weights and biases too (EasyCV) or only conv/linear weights (Megvii).
+        multiscale_range: sizes ``32 * (H/32 -/+ range)`` (Megvii 5, EasyCV 6); ``multiscale_sizes_32`` overrides
+            with explicit (min, max) in units of 32 (nano/tiny at 416 use (10, 20)); range 0 disables multiscale.
+        multiscale_letterbox: a drawn size letterboxes the images (EasyCV) instead of resizing the batch (Megvii).
         assigner: ``simota-0.3.0`` (released weights) or ``simota-center`` (YOLOX main, radius 1.5).
-        iou_loss: ``iou`` | ``giou`` | ``siou``; default the preset's (Megvii ``iou``, PAI ``giou``).
+        iou_loss: a ``model.loss.iou.IOU_LOSSES`` name; default the model's (Megvii ``iou``, PAI ``giou-easycv``).
+        augment: an augmentation preset name; default the recipe's (``pai`` for EasyCV).
         eval_interval_epochs: also every epoch of the no-aug phase and the last epoch (Megvii).
         checkpoint_interval_epochs: ``last.pt`` cadence (always after the final epoch and after each evaluation).
         max_iters_per_epoch: cap iterations per epoch (smoke tests, benchmarks); ``None`` = whole loader.
+        time_budget_min: wall-clock budget of a new run (``yoloxpai train --time``): epochs, warm-up, no-aug phase
+            and iterations per epoch are planned to fit it (``model.train.budget``), overwriting the values here,
+            and training stops at the deadline. Recorded in the run; a resumed run keeps its plan, no deadline.
     """
 
     arch: str = "yolox-s"
@@ -76,12 +89,14 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    weight_decay_all: bool = False
+    recipe: str | None = None
+    weight_decay_all: bool | None = None
     ema: bool = True
     ema_decay: float = 0.9998
     multiscale_interval_iters: int = 10
-    multiscale_range: int = 5
+    multiscale_range: int | None = None
     multiscale_sizes_32: tuple[int, int] | None = None
+    multiscale_letterbox: bool | None = None
     assigner: str = "simota-0.3.0"
     iou_loss: str | None = None
     augment: str | None = None
@@ -95,6 +110,7 @@ class TrainConfig:
     max_iters_per_epoch: int | None = None
     tensorboard: bool = True
     progress: bool = True
+    time_budget_min: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -111,8 +127,12 @@ class TrainConfig:
             )
         if self.assigner not in ASSIGNER_NAMES:
             raise ValueError(f"assigner must be one of {ASSIGNER_NAMES}, got {self.assigner!r}")
-        if self.iou_loss not in (None, "iou", "giou", "siou"):
-            raise ValueError(f"iou_loss must be iou, giou or siou, got {self.iou_loss!r}")
+        if self.iou_loss not in (None, *IOU_LOSS_NAMES):
+            raise ValueError(f"iou_loss must be one of {IOU_LOSS_NAMES}, got {self.iou_loss!r}")
+        if self.recipe not in (None, *RECIPE_NAMES):
+            raise ValueError(f"recipe must be one of {RECIPE_NAMES}, got {self.recipe!r}")
+        if self.time_budget_min is not None and self.time_budget_min <= 0:
+            raise ValueError(f"time_budget_min must be > 0, got {self.time_budget_min}")
         if self.input_hw is not None and (self.input_hw[0] % 32 or self.input_hw[1] % 32):
             raise ValueError(f"input_hw must be multiples of 32, got {self.input_hw}")
         if min(self.eval_interval_epochs, self.checkpoint_interval_epochs, self.multiscale_interval_iters) < 1:

@@ -17,15 +17,20 @@ def _default(name: str) -> object:
 
 
 def short_run_schedule(
-    epochs: int, warmup_epochs: int | None, no_aug_epochs: int | None, default_warmup_epochs: int
+    epochs: int,
+    warmup_epochs: int | None,
+    no_aug_epochs: int | None,
+    default_warmup_epochs: int,
+    default_no_aug_epochs: int | None = None,
 ) -> tuple[int, int]:
     """``(warmup_epochs, no_aug_epochs)`` for ``epochs``: given values (not None) are kept, defaults scaled down.
 
-    Defaults stay when warm-up + no-aug fit in ``epochs``; otherwise no-aug becomes ``min(15, epochs // 5)`` and
-    warm-up ``min(default, max(1, epochs // 10))`` (0 for a single epoch), then the scaled one shrinks until both
-    fit. An explicit value that cannot fit on its own is left for ``TrainConfig`` to refuse.
+    Defaults (no-aug: ``default_no_aug_epochs``, else 15) stay when warm-up + no-aug fit in ``epochs``; otherwise
+    no-aug becomes ``min(default, epochs // 5)`` and warm-up ``min(default, max(1, epochs // 10))`` (0 for a single
+    epoch), then the scaled one shrinks until both fit. An explicit value that cannot fit on its own is left for
+    ``TrainConfig`` to refuse.
     """
-    default_no_aug = int(_default("no_aug_epochs"))
+    default_no_aug = int(_default("no_aug_epochs")) if default_no_aug_epochs is None else default_no_aug_epochs
     warmup = default_warmup_epochs if warmup_epochs is None else warmup_epochs
     no_aug = default_no_aug if no_aug_epochs is None else no_aug_epochs
     fits = warmup + no_aug <= epochs

@@ -1,9 +1,11 @@
 """The training loop, written out as a plain loop: ``train(cfg) -> TrainSummary``.
 
-Per step: lr from the schedule -> batch to device -> input convention -> multiscale resize -> forward (autocast on
-CUDA with ``--amp``) -> ``YoloxLoss`` -> backward through the GradScaler -> step -> EMA. Per epoch: the last
-``no_aug_epochs`` close mosaic and turn on the L1 loss; afterwards BN statistics are averaged over ranks, the EMA
-model is evaluated when due, and rank 0 writes ``last.pt`` (and ``best.pt`` on a new best mAP50:95).
+Per step: lr from the schedule -> batch to device -> multiscale resize or letterbox (pixel values) -> input
+convention -> forward (autocast on CUDA with ``--amp``) -> ``YoloxLoss`` -> backward through the GradScaler -> step
+-> EMA. Per epoch: the last ``no_aug_epochs`` close mosaic and turn on the L1 loss; afterwards BN statistics are
+averaged over ranks, the EMA model is evaluated when due, and rank 0 writes ``last.pt`` (and ``best.pt`` on a new
+best mAP50:95). With a time budget (``run.deadline``), no step starts after the deadline: the run then ends as if
+that epoch were the last (evaluation, ``last.pt``/``best.pt``) and the summary says it stopped early.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from model.train.config import TrainConfig
 from model.train.distributed import all_reduce_norm_stats, barrier, broadcast_ints
 from model.train.ema import unwrap
 from model.train.monitor import Monitor
-from model.train.multiscale import resize_batch
+from model.train.multiscale import rescale_batch
 from model.train.optim import set_lr
 from model.train.run import TrainRun, build_run
 
@@ -42,15 +44,34 @@ class TrainSummary:
     is_main: bool  # rank 0 (the process that logs and writes checkpoints)
     wall_s: float  # everything: training, evaluation, checkpoints
     images_per_s: float  # training steps only (data loading included), all ranks together
+    stopped_early: bool = False  # the time budget's deadline ended training before the planned last step
 
 
-def train(cfg: TrainConfig) -> TrainSummary:
-    """Run (or resume) a training run, single-process or under torchrun."""
+def train(cfg: TrainConfig, started_at_s: float | None = None) -> TrainSummary:
+    """Run (or resume) a training run, single-process or under torchrun.
+
+    A new run with ``cfg.time_budget_min`` is first planned to fit the budget counted from ``started_at_s`` (a
+    ``time.perf_counter()`` value; default now), see ``model.train.calibrate``.
+    """
+    started_at_s = time.perf_counter() if started_at_s is None else started_at_s
     ctx = init_distributed(cfg.device)
     try:
-        return fit(build_run(cfg, ctx))
+        run = build_run(cfg, ctx)
+        if cfg.time_budget_min is not None and cfg.resume is None:
+            from model.train.calibrate import plan_run  # here: calibrate imports this module
+
+            plan_run(run, cfg.time_budget_min * 60.0, started_at_s)
+        return fit(run)
     finally:
         shutdown_distributed()
+
+
+def out_of_time(run: TrainRun) -> bool:
+    """The deadline has passed (rank 0's clock decides, so every rank stops at the same step)."""
+    if run.deadline is None:
+        return False
+    passed = run.deadline.passed(time.perf_counter())
+    return bool(broadcast_ints([int(passed)], run.ctx)[0])
 
 
 def fit(run: TrainRun, until_epoch: int | None = None) -> TrainSummary:
@@ -60,8 +81,6 @@ def fit(run: TrainRun, until_epoch: int | None = None) -> TrainSummary:
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8")
-    if ctx.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     monitor = Monitor(out_dir, active=ctx.is_main, total_iters=run.schedule.total_iters,
                       print_interval=cfg.print_interval_iters, tensorboard=cfg.tensorboard,
                       progress=cfg.progress)  # fmt: skip
@@ -80,30 +99,40 @@ def fit(run: TrainRun, until_epoch: int | None = None) -> TrainSummary:
             images_seen += train_one_epoch(run, epoch, use_l1=no_aug, monitor=monitor)
             train_s += time.perf_counter() - epoch_start
             run.epoch = epoch + 1
+            stop = run.stopped_early or (epoch + 1 < cfg.epochs and out_of_time(run))
+            if stop:
+                run.stopped_early = True
+                monitor.log(
+                    f"time budget: stopping after epoch {epoch + 1}/{cfg.epochs} at iteration "
+                    f"{run.iteration}/{run.schedule.total_iters} (behind the plan); final evaluation"
+                )
             # Average BN statistics over ranks (Megvii's all_reduce_norm), for the EMA too, so every rank
             # evaluates and could checkpoint the same model.
             all_reduce_norm_stats(run.model, ctx)
             if run.ema is not None:
                 all_reduce_norm_stats(run.ema.module, ctx)
-            due = (epoch + 1) % cfg.eval_interval_epochs == 0 or no_aug or epoch + 1 == cfg.epochs
+            last = epoch + 1 == cfg.epochs or epoch + 1 == until_epoch or stop
+            due = (epoch + 1) % cfg.eval_interval_epochs == 0 or no_aug or last
             result = evaluate_run(run) if due and run.val is not None else None
             if result is not None:
                 last_eval = result
                 monitor.log(f"epoch {epoch + 1} eval (EMA)\n{format_result(result)}")
                 monitor.eval_result(epoch, result.metrics(), run.iteration)
-            last = epoch + 1 == cfg.epochs or epoch + 1 == until_epoch
             if result is not None or last or (epoch + 1) % cfg.checkpoint_interval_epochs == 0:
                 save_checkpoints(run, epoch, result)
             monitor.epoch_end(epoch, {"best_map": run.best_map, "wall_s": time.perf_counter() - start}, run.iteration)
+            if stop:
+                break
     finally:
         monitor.close()
     wall_s = time.perf_counter() - start
     return TrainSummary(out_dir, run.epoch, run.iteration, run.best_map, last_eval, ctx.is_main, wall_s,
-                        images_seen * ctx.world_size / max(train_s, 1e-9))  # fmt: skip
+                        images_seen * ctx.world_size / max(train_s, 1e-9), run.stopped_early)  # fmt: skip
 
 
 def train_one_epoch(run: TrainRun, epoch: int, *, use_l1: bool, monitor: Monitor) -> int:
-    """One pass over the loader (at most ``iters_per_epoch`` steps); returns this rank's images trained."""
+    """One pass over the loader (at most ``iters_per_epoch`` steps, none after the deadline: then it sets
+    ``run.stopped_early``); returns this rank's images trained."""
     cfg, ctx, model = run.cfg, run.ctx, run.model
     model.train()
     convention = run.model_cfg.convention
@@ -113,14 +142,18 @@ def train_one_epoch(run: TrainRun, epoch: int, *, use_l1: bool, monitor: Monitor
     for step, (images, targets, _ids) in enumerate(run.train_loader):
         if step >= run.iters_per_epoch:
             break
+        if out_of_time(run):
+            run.stopped_early = True
+            break
         it = run.iteration
         if it % run.multiscale.interval_iters == 0 or step == 0:
             # Rank 0 draws, everyone follows: the size must agree across ranks for DDP's buckets to line up.
             size_hw = tuple(broadcast_ints(list(run.multiscale.draw(it)), ctx))
         lr = run.schedule.lr_at(it)
         set_lr(run.optimizer, lr)
-        x = to_network_batch(to_device(images, ctx.device), convention)
-        x, y = resize_batch(x, to_device(targets, ctx.device), size_hw)
+        x = to_device(images, ctx.device).float()
+        x, y = rescale_batch(x, to_device(targets, ctx.device), size_hw, run.multiscale, convention.pad_value)
+        x = to_network_batch(x, convention)
         with torch.autocast(ctx.device.type, dtype=torch.float16, enabled=run.amp):
             outputs = model(x)
         losses = run.loss_fn(outputs, y, size_hw, use_l1=use_l1)

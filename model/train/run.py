@@ -1,8 +1,9 @@
 """``build_run(cfg, ctx) -> TrainRun``: everything a training loop needs, built once and restored on resume.
 
-Order matters and mirrors Megvii's trainer: seed -> model (+ initial weights) -> SyncBN -> optimizer -> resume
-state -> DDP -> EMA; the EMA is created from the unwrapped model and its update counter restored from the
-checkpoint so the decay ramp continues where it stopped.
+Order matters and mirrors Megvii's trainer: recipe -> seed -> model (+ initial weights) -> SyncBN -> optimizer ->
+resume state -> DDP -> EMA; the EMA is created from the unwrapped model and its update counter restored from the
+checkpoint so the decay ramp continues where it stopped. ``run.cfg`` is the config with the recipe applied
+(``model.train.recipe``): concrete values, as stored in checkpoints.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from model.data.loader import TrainLoader, build_eval_loader, build_train_loader
 from model.data.train_dataset import TrainDataset
 from model.distributed import DistContext
 from model.loss import YoloxLoss
+from model.train.budget import Deadline
 from model.train.checkpoint import read_training_checkpoint, restore_rng_state
 from model.train.config import TrainConfig
 from model.train.distributed import wrap_model
 from model.train.ema import ModelEMA
 from model.train.multiscale import MultiscalePolicy, multiscale_sizes_32
 from model.train.optim import WarmCosSchedule, build_optimizer
+from model.train.recipe import apply_recipe, describe_recipe
 from model.yolox import build_from_config
 
 
@@ -67,6 +70,8 @@ class TrainRun:
     iteration: int = 0
     best_map: float = -1.0  # -1: not evaluated yet, so the first evaluation writes best.pt
     notes: tuple[str, ...] = ()
+    deadline: Deadline | None = None  # time budget: no step starts after it (``model.train.calibrate``)
+    stopped_early: bool = False  # the deadline ended training before the schedule did
 
     @property
     def amp(self) -> bool:
@@ -79,6 +84,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def make_schedule(cfg: TrainConfig, iters_per_epoch: int) -> WarmCosSchedule:
+    """The lr schedule of ``cfg`` over ``iters_per_epoch`` steps per epoch."""
+    return WarmCosSchedule(cfg.basic_lr_per_img * cfg.batch_size, iters_per_epoch, cfg.epochs, cfg.warmup_epochs,
+                           cfg.no_aug_epochs, cfg.min_lr_ratio)  # fmt: skip
 
 
 def augment_for(name: str | None, arch: str) -> AugmentConfig:
@@ -133,11 +144,12 @@ def build_run(cfg: TrainConfig, ctx: DistContext) -> TrainRun:
     """Build model, data, optimizer, schedule and loss for ``cfg``; restore state when ``cfg.resume`` is set."""
     if cfg.batch_size % ctx.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by world size {ctx.world_size}")
+    cfg = apply_recipe(cfg)
     ckpt = read_training_checkpoint(cfg.resume) if cfg.resume else None
     if ckpt is None and (Path(cfg.out_dir) / "last.pt").exists():
         raise ValueError(f"{cfg.out_dir} already holds a run (last.pt): pass --resume or choose another --out")
     if ckpt is not None:
-        diffs = cfg.schedule_differences(TrainConfig.from_dict(ckpt["train_config"]))
+        diffs = cfg.schedule_differences(apply_recipe(TrainConfig.from_dict(ckpt["train_config"])))
         if diffs:
             raise ValueError(f"--resume must continue the same schedule; changed: {', '.join(diffs)}")
     ann_file, image_dir = resolve_split(cfg.data, "train")
@@ -168,6 +180,8 @@ def build_run(cfg: TrainConfig, ctx: DistContext) -> TrainRun:
         notes.extend(import_notes)
         notes.extend(reinit_notes(report, model_cfg.num_classes, list(model.state_dict())))
     model.to(ctx.device)
+    if ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes per multiscale size: autotune each once
     if cfg.sync_bn and ctx.distributed and ctx.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     elif cfg.sync_bn:
@@ -201,14 +215,15 @@ def build_run(cfg: TrainConfig, ctx: DistContext) -> TrainRun:
     iters = len(loader) if cfg.max_iters_per_epoch is None else min(len(loader), cfg.max_iters_per_epoch)
     if iters < 1:
         raise ValueError(f"{len(dataset)} training images give no full batch of {per_rank_batch} per rank")
-    schedule = WarmCosSchedule(cfg.basic_lr_per_img * cfg.batch_size, iters, cfg.epochs, cfg.warmup_epochs,
-                               cfg.no_aug_epochs, cfg.min_lr_ratio)  # fmt: skip
+    schedule = make_schedule(cfg, iters)
     sizes = multiscale_sizes_32(model_cfg.name, input_hw, cfg.multiscale_range, cfg.multiscale_sizes_32)
+    notes.insert(0, describe_recipe(cfg, model_cfg.iou_loss, model_cfg.prior_prob, sizes))
     return TrainRun(
         cfg=cfg, ctx=ctx, model_cfg=model_cfg, class_names=class_names, model=model, ema=ema,
         optimizer=optimizer, scaler=scaler, schedule=schedule,
         loss_fn=YoloxLoss(model_cfg, iou_loss=cfg.iou_loss, assigner=cfg.assigner),
         train_loader=loader, val=_val_data(cfg, ctx, input_hw),
-        multiscale=MultiscalePolicy(input_hw, cfg.multiscale_interval_iters, sizes, cfg.seed),
+        multiscale=MultiscalePolicy(input_hw, cfg.multiscale_interval_iters, sizes, cfg.seed,
+                                    letterbox=cfg.multiscale_letterbox),
         iters_per_epoch=iters, epoch=epoch, iteration=iteration, best_map=best_map, notes=tuple(notes),
     )  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 
 import grpc
 import httpx
@@ -53,9 +54,20 @@ def test_grpc_echoes_the_id_in_trailers_and_logs_it(server, jpeg, caplog):
         with pytest.raises(grpc.RpcError) as err:  # an aborted call keeps it
             stub.Detect(pb.DetectRequest(image=pb.Image(encoded=b"junk")), metadata=(("traceparent", TRACEPARENT),))
         assert dict(err.value.trailing_metadata())["x-request-id"] == TRACE_ID
-    lines = {r.request_id: r for r in caplog.records if r.name == "yoloxpai.access"}
+    lines = _access_lines_once_written(caplog, {"g-1", TRACE_ID})
     assert lines["g-1"].status == "OK" and lines["g-1"].target == "/yoloxpai.v1.Detector/Detect"
     assert lines[TRACE_ID].status == "INVALID_ARGUMENT"
+
+
+def _access_lines_once_written(caplog, request_ids: set[str], timeout_s: float = 5.0) -> dict:
+    """gRPC access lines are written on the server loop's next turn, after the answer has left, so a client that
+    has its answer may look before the line exists: wait for it (bounded) rather than race it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = {r.request_id: r for r in caplog.records if r.name == "yoloxpai.access"}
+        if request_ids <= set(lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("access_log", [True, False])

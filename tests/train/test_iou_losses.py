@@ -1,4 +1,5 @@
-"""IoU / GIoU / SIoU losses: hand-computed values, finiteness at coincident centres, parity with Megvii."""
+"""IoU / GIoU / EasyCV GIoU / SIoU losses: hand-computed values and gradients, finiteness at coincident centres,
+parity with Megvii."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def _loss(kind: str, pred: list[float], target: list[float]) -> float:
     return float(box_regression_loss(kind, torch.tensor([pred]), torch.tensor([target]))[0])
 
 
-@pytest.mark.parametrize("kind", ["iou", "giou", "siou"])
+@pytest.mark.parametrize("kind", ["iou", "giou", "giou-easycv", "siou"])
 def test_identical_boxes_cost_nothing(kind: str) -> None:
     assert _loss(kind, [5.0, 5.0, 4.0, 2.0], [5.0, 5.0, 4.0, 2.0]) == pytest.approx(0.0, abs=1e-6)
 
@@ -33,6 +34,62 @@ def test_disjoint_boxes_hand_computed() -> None:
     assert _loss("iou", pred, target) == pytest.approx(1.0)
     # Enclosing box 6 x 2 = 12, union 8: GIoU = 0 - 4/12.
     assert _loss("giou", pred, target) == pytest.approx(1 + 1 / 3, rel=1e-6)
+
+
+# EasyCV's GIoU, written out by hand from ``1 - clamp(IoU - (C - I) / C, -1, 1)`` (I = intersection, C = enclosing
+# area, U = union): (pred, target, expected loss).
+EASYCV_GIOU_CASES = [
+    # coincident 4x2 boxes: I = U = C = 8, IoU = 8 / (8 + 1e-16) -> GIoU 1, loss 0
+    ([5.0, 5.0, 4.0, 2.0], [5.0, 5.0, 4.0, 2.0], 0.0),
+    # disjoint 2x2 boxes 4 px apart: I = 0, C = 6 x 2 -> GIoU = 0 - 12/12 = -1, loss 2 (textbook: 1 + 1/3)
+    ([0.0, 0.0, 2.0, 2.0], [4.0, 0.0, 2.0, 2.0], 2.0),
+    # touching edges (x in [-1, 1] and [1, 3]): no overlap -> I = 0, C = 4 x 2 -> loss 2
+    ([0.0, 0.0, 2.0, 2.0], [2.0, 0.0, 2.0, 2.0], 2.0),
+    # 2x2 nested in 4x4, same centre: I = 4, U = C = 16, IoU 1/4 -> GIoU = 1/4 - 12/16 = -1/2, loss 3/2
+    ([0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 4.0, 4.0], 1.5),
+    # half overlap, x [-1, 1] vs [0, 2]: I = 2, U = 6, C = 3 x 2 = 6 -> GIoU = 1/3 - 4/6 = -1/3, loss 4/3
+    ([0.0, 0.0, 2.0, 2.0], [1.0, 0.0, 2.0, 2.0], 4 / 3),
+    # diagonal, [-1, 1]^2 vs x [0, 2] y [-1, 3]: I = 1 x 2, U = 4 + 8 - 2 = 10, C = 3 x 4 = 12
+    # -> GIoU = 0.2 - 10/12, loss 0.8 + 10/12
+    ([0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 2.0, 4.0], 0.8 + 10 / 12),
+]
+
+
+@pytest.mark.parametrize(("pred", "target", "expected"), EASYCV_GIOU_CASES)
+def test_giou_easycv_hand_computed(pred: list[float], target: list[float], expected: float) -> None:
+    assert _loss("giou-easycv", pred, target) == pytest.approx(expected, rel=1e-6, abs=1e-7)
+
+
+def test_giou_easycv_rows_are_independent() -> None:
+    pred = torch.tensor([case[0] for case in EASYCV_GIOU_CASES])
+    target = torch.tensor([case[1] for case in EASYCV_GIOU_CASES])
+    expected = torch.tensor([case[2] for case in EASYCV_GIOU_CASES])
+    torch.testing.assert_close(box_regression_loss("giou-easycv", pred, target), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_giou_easycv_gradients_hand_computed() -> None:
+    # Half overlap, pred centre x = c: I = 2(c + 1), U = 8 - I, C = 2(3 - c). d/dc of I/U and of I/C are both
+    # (2 * 6 + 2 * 2) / 36 = 4/9 at c = 0, so d loss / dc = -(4/9 + 4/9); the penalty term ignores the union.
+    pred = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0]], requires_grad=True)
+    target = torch.tensor([[1.0, 0.0, 2.0, 2.0], [4.0, 0.0, 2.0, 2.0]])
+    box_regression_loss("giou-easycv", pred, target).sum().backward()
+    assert float(pred.grad[0, 0]) == pytest.approx(-8 / 9, rel=1e-6)
+    # Disjoint boxes: the loss is exactly 2 whatever their distance, so no gradient reaches them.
+    torch.testing.assert_close(pred.grad[1], torch.zeros(4), atol=1e-8, rtol=0)
+    # The textbook GIoU still pulls the disjoint box towards its target.
+    pred.grad = None
+    box_regression_loss("giou", pred, target).sum().backward()
+    assert float(pred.grad[1, 0]) < 0
+
+
+def test_giou_easycv_differs_from_textbook_only_by_the_penalty() -> None:
+    pred, target = _random_boxes(400, 5), _random_boxes(400, 6)
+    target[:200] = pred[:200] + torch.rand(200, 4)
+    easycv = box_regression_loss("giou-easycv", pred, target)
+    textbook = box_regression_loss("giou", pred, target)
+    # (C - I)/C - (C - U)/C = (U - I)/C >= 0, and the clamp never bites (GIoU stays in [-1, 1]).
+    assert (easycv >= textbook - 1e-6).all() and (easycv <= 2 + 1e-6).all()
+    assert float(easycv.mean()) > float(textbook.mean())
 
 
 def test_siou_offset_hand_computed() -> None:

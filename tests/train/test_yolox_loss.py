@@ -60,7 +60,7 @@ def test_terms_add_up_and_preset_picks_the_loss() -> None:
     out = YoloxLoss(get_config("yolox-pai-s", num_classes=NUM_CLASSES))(raw, targets, INPUT_HW, use_l1=True)
     total = out["iou"] + out["obj"] + out["cls"] + out["l1"]
     torch.testing.assert_close(out["total"], total)
-    assert YoloxLoss(get_config("yolox-pai-s", num_classes=NUM_CLASSES)).iou_loss == "giou"
+    assert YoloxLoss(get_config("yolox-pai-s", num_classes=NUM_CLASSES)).iou_loss == "giou-easycv"
     assert YoloxLoss(get_config("yolox-s", num_classes=NUM_CLASSES)).iou_loss == "iou"
 
 
