@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from model.artifacts import BundleError, BundleMeta, ModelArtifact, bundle_file, load_bundle_meta
+from model.image_decode import Decoded, decode_jpeg_for_input, is_jpeg, jpeg_size
 from model.letterbox import boxes_to_original, preprocess_image
 from model.runtime import RawOutput, Runner
 
@@ -130,15 +131,34 @@ def create_runner(
     )
 
 
-def load_image(image: ImageInput, channel_order: str = "bgr") -> tuple[np.ndarray, str]:
-    """File path / encoded bytes / uint8 array -> (uint8 [H, W, 3], its channel order)."""
+def _decode_bytes(data: bytes, input_hw: tuple[int, int] | None) -> Decoded | None:
+    if input_hw is not None and is_jpeg(data):
+        try:
+            width, height = jpeg_size(data)
+        except ValueError:
+            return None
+        if width > 0 and height > 0:
+            return decode_jpeg_for_input(data, (height, width), input_hw)
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return None if decoded is None else Decoded(decoded, (int(decoded.shape[0]), int(decoded.shape[1])))
+
+
+def load_image(
+    image: ImageInput, channel_order: str = "bgr", input_hw: tuple[int, int] | None = None
+) -> tuple[Decoded, str]:
+    """File path / encoded bytes / uint8 array -> (``Decoded`` uint8 [H, W, 3], its channel order). With
+    ``input_hw``, a JPEG the letterbox shrinks 2x or more decodes at 1/2, 1/4 or 1/8 (``model.image_decode``)."""
     if isinstance(image, str | Path):
-        decoded = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        try:
+            data = Path(image).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read image file {image}: {exc.strerror}") from None
+        decoded = _decode_bytes(data, input_hw)
         if decoded is None:
             raise ValueError(f"cannot read image file {image}")
         return decoded, "bgr"
     if isinstance(image, bytes | bytearray | memoryview):
-        decoded = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
+        decoded = _decode_bytes(bytes(image), input_hw)
         if decoded is None:
             raise ValueError("cannot decode image bytes (not a supported image format, or truncated)")
         return decoded, "bgr"
@@ -147,10 +167,13 @@ def load_image(image: ImageInput, channel_order: str = "bgr") -> tuple[np.ndarra
     if image.dtype != np.uint8:
         raise ValueError(f"image arrays must be uint8, got {image.dtype}")
     if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), "bgr"
-    if image.ndim != 3 or image.shape[2] not in (3, 4) or 0 in image.shape:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        channel_order = "bgr"
+    elif image.ndim != 3 or image.shape[2] not in (3, 4) or 0 in image.shape:
         raise ValueError(f"image arrays must be [H, W, 3] (or [H, W, 4] / [H, W]), got {list(image.shape)}")
-    return (image[..., :3] if image.shape[2] == 4 else image), channel_order
+    elif image.shape[2] == 4:
+        image = image[..., :3]
+    return Decoded(image, (int(image.shape[0]), int(image.shape[1]))), channel_order
 
 
 class Predictor:
@@ -267,20 +290,28 @@ class Predictor:
         score_threshold: float | None = None,
         max_detections: int | None = None,
         class_ids: Iterable[int] | None = None,
+        reduced_decode: bool = True,
     ) -> list[Detections]:
-        """Detect objects in images of any sizes (arrays in ``channel_order``, file paths, encoded bytes)."""
+        """Detect objects in images of any sizes (arrays in ``channel_order``, file paths, encoded bytes).
+
+        ``reduced_decode``: a JPEG (path or bytes) the letterbox shrinks 2x or more decodes at 1/2, 1/4 or 1/8;
+        boxes are in its original pixels either way.
+        """
         if isinstance(images, np.ndarray | str | Path | bytes):
             images = [images]
         self.resolve_options(score_threshold, max_detections)  # fail before any work
-        loaded = [load_image(image, channel_order) for image in images]
+        decode_hw = self.meta.input_hw if reduced_decode else None
+        loaded = [load_image(image, channel_order, decode_hw) for image in images]
         if not loaded:
             return []
-        prepared = [self.preprocess(img, order) for img, order in loaded]
+        prepared = [self.preprocess(decoded.image, order) for decoded, order in loaded]
         raw = self.infer(np.stack([tensor for tensor, _ in prepared]))
         wanted = None if class_ids is None else list(class_ids)
         return [
-            self.postprocess(raw, i, r, img.shape[:2], score_threshold, max_detections, wanted)
-            for i, ((img, _), (_, r)) in enumerate(zip(loaded, prepared, strict=True))
+            self.postprocess(
+                raw, i, decoded.scale_to_original(r), decoded.original_hw, score_threshold, max_detections, wanted
+            )  # fmt: skip
+            for i, ((decoded, _), (_, r)) in enumerate(zip(loaded, prepared, strict=True))
         ]
 
     def warmup(self, batch_sizes: Iterable[int] | None = None) -> None:

@@ -32,7 +32,7 @@ class Prepared:
     """An image ready for batching."""
 
     tensor: np.ndarray  # float32 [3, H_in, W_in]
-    r: float  # letterbox scale (network pixels per image pixel)
+    r: float  # letterbox scale (network pixels per original image pixel, a reduced decode included)
     image_hw: tuple[int, int]  # original (height, width)
     options: ResolvedOptions
     decode_ns: int
@@ -114,21 +114,29 @@ class BatchExecutor:
     """Decodes and runs batches of one model (its methods run on worker or decode-pool threads)."""
 
     def __init__(
-        self, preprocessor: Predictor, max_image_pixels: int, decode_pool: Executor, decode_seconds: Histogram
+        self,
+        preprocessor: Predictor,
+        max_image_pixels: int,
+        decode_pool: Executor,
+        decode_seconds: Histogram,
+        reduced_decode: bool = True,
     ) -> None:
         self._preprocessor = preprocessor  # preprocess is thread-safe on any instance
         self._max_image_pixels = max_image_pixels
+        # a large JPEG decodes at the reduction its letterbox allows (service.imaging.decode_for_input)
+        self._decode_hw = tuple(preprocessor.meta.input_hw) if reduced_decode else None
         self._decode_pool = decode_pool
         self._decode_seconds = decode_seconds
 
     def prepare(self, image: ImageInput, options: ResolvedOptions) -> Prepared:
         """Decode + preprocess one image. Blocking: runs in the decode pool or on a worker's thread."""
         t0 = time.perf_counter_ns()
-        array, channel_order = load_image(image, self._max_image_pixels)
-        tensor, r = self._preprocessor.preprocess(array, channel_order=channel_order)
+        decoded, channel_order = load_image(image, self._max_image_pixels, self._decode_hw)
+        tensor, r = self._preprocessor.preprocess(decoded.image, channel_order=channel_order)
         decode_ns = time.perf_counter_ns() - t0
         self._decode_seconds.observe(decode_ns / 1e9)
-        return Prepared(tensor, float(r), (int(array.shape[0]), int(array.shape[1])), options, decode_ns)
+        # r and the size against the original pixels, so boxes come back in the client's image
+        return Prepared(tensor, decoded.scale_to_original(float(r)), decoded.original_hw, options, decode_ns)
 
     def _prepare_or_error(self, payload: Prepared | Encoded) -> Prepared | ServiceError:
         if isinstance(payload, Prepared):

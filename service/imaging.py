@@ -2,8 +2,9 @@
 
 Owns the two wire-neutral image inputs (:class:`EncodedImage`, :class:`RawImage`) and turns either into a
 ``uint8 [H, W, 3]`` array. Dimensions are read from the file header first, so a 50000 x 50000 PNG is refused with
-``PayloadTooLarge`` before any pixel memory is allocated. Functions here are blocking (the engine runs them in the
-decode thread pool). Imports nothing from ``model``.
+``PayloadTooLarge`` before any pixel memory is allocated. Given the model's input size, a JPEG the letterbox would
+shrink by 2x or more is decoded at 1/2, 1/4 or 1/8 (``model.image_decode``, shared with the Predictor). Functions
+here are blocking (the engine runs them in the decode thread pool).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from model.image_decode import Decoded, decode_jpeg_for_input, jpeg_size
 from service.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 
 ImageFormat = Literal["jpeg", "png", "webp", "bmp"]
@@ -23,10 +25,6 @@ ChannelOrder = Literal["bgr", "rgb"]
 # Content types a raw body (or a multipart part) may declare; octet-stream / none -> sniff the bytes.
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/jpg", "image/png", "image/webp", "image/bmp", "image/x-ms-bmp"})
 SNIFFED_MEDIA_TYPES = frozenset({"", "application/octet-stream"})
-
-# JPEG start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not frames.
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RSTn, SOI: no length field
 
 
 @dataclass(frozen=True)
@@ -79,27 +77,10 @@ def sniff_format(data: bytes) -> ImageFormat | None:
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            raise InvalidImage("corrupt JPEG: marker expected")
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            i += 1
-            continue
-        if marker in _JPEG_STANDALONE:
-            i += 2
-            continue
-        (length,) = struct.unpack_from(">H", data, i + 2)
-        if marker in _JPEG_SOF:
-            if i + 9 > n:
-                break
-            height, width = struct.unpack_from(">HH", data, i + 5)
-            return width, height
-        if marker == 0xDA:  # start of scan before any frame header
-            raise InvalidImage("corrupt JPEG: no frame header before the scan")
-        i += 2 + length
-    raise InvalidImage("truncated JPEG: no frame header")
+    try:
+        return jpeg_size(data)
+    except ValueError as exc:
+        raise InvalidImage(str(exc)) from None
 
 
 def _webp_size(data: bytes) -> tuple[int, int]:
@@ -162,17 +143,37 @@ def check_pixels(width: int, height: int, max_image_pixels: int) -> None:
         raise PayloadTooLarge(f"image of {width}x{height} pixels exceeds the limit of {max_image_pixels} pixels")
 
 
-def decode_image(data: bytes, max_image_pixels: int) -> np.ndarray:
-    """Encoded bytes -> uint8 [H, W, 3] BGR; header size checked before decoding."""
+def _checked_header(data: bytes, max_image_pixels: int) -> tuple[ImageFormat, int, int]:
     fmt, width, height = header_size(data)
     check_pixels(width, height, max_image_pixels)
     # OpenCV 4.x fills a truncated JPEG with grey instead of failing: the end-of-image marker must follow the scan.
     if fmt == "jpeg" and data.rfind(b"\xff\xd9") < data.find(b"\xff\xda"):
         raise InvalidImage("truncated JPEG: no end-of-image marker")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    return fmt, width, height
+
+
+def _decoded_or_refused(image: np.ndarray | None, fmt: str) -> np.ndarray:
     if image is None or image.ndim != 3 or image.shape[2] != 3:
         raise InvalidImage(f"could not decode the {fmt.upper()} image (corrupt or truncated)")
     return image
+
+
+def decode_image(data: bytes, max_image_pixels: int) -> np.ndarray:
+    """Encoded bytes -> uint8 [H, W, 3] BGR at full resolution; header size checked before decoding."""
+    fmt, _, _ = _checked_header(data, max_image_pixels)
+    return _decoded_or_refused(cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR), fmt)
+
+
+def decode_for_input(data: bytes, max_image_pixels: int, input_hw: tuple[int, int] | None) -> Decoded:
+    """Encoded bytes -> ``Decoded`` BGR: a JPEG at the reduction its letterbox into ``input_hw`` allows (``None``:
+    full resolution), anything else in full."""
+    fmt, width, height = _checked_header(data, max_image_pixels)
+    if fmt == "jpeg" and input_hw is not None:
+        decoded = decode_jpeg_for_input(data, (height, width), input_hw)
+        _decoded_or_refused(None if decoded is None else decoded.image, fmt)
+        return decoded  # type: ignore[return-value]
+    image = _decoded_or_refused(cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR), fmt)
+    return Decoded(image, (int(image.shape[0]), int(image.shape[1])))
 
 
 def raw_to_array(raw: RawImage, max_image_pixels: int) -> np.ndarray:
@@ -186,9 +187,13 @@ def raw_to_array(raw: RawImage, max_image_pixels: int) -> np.ndarray:
     return np.frombuffer(raw.pixels, dtype=np.uint8).reshape(raw.height, raw.width, 3)
 
 
-def load_image(image: ImageInput, max_image_pixels: int) -> tuple[np.ndarray, ChannelOrder]:
-    """Either input kind -> ``(uint8 [H, W, 3], channel order)``. Blocking: call from a worker thread."""
+def load_image(
+    image: ImageInput, max_image_pixels: int, input_hw: tuple[int, int] | None = None
+) -> tuple[Decoded, ChannelOrder]:
+    """Either input kind -> ``(Decoded, channel order)``; with ``input_hw`` a large JPEG decodes reduced (raw
+    pixels never are). Blocking: call from a worker thread."""
     if isinstance(image, RawImage):
-        return raw_to_array(image, max_image_pixels), image.channel_order
+        array = raw_to_array(image, max_image_pixels)
+        return Decoded(array, (image.height, image.width)), image.channel_order
     check_media_type(image.media_type)
-    return decode_image(image.data, max_image_pixels), "bgr"
+    return decode_for_input(image.data, max_image_pixels, input_hw), "bgr"

@@ -87,7 +87,9 @@ class ModelUnit:
         self.inflight = 0  # admitted and not yet answered
         first: Predictor = pool.workers[0].predictor
         self.options = OptionResolver(info.name, first, info.class_names)
-        self.executor = BatchExecutor(first, settings.max_image_pixels, decode_pool, metrics.decode)
+        self.executor = BatchExecutor(
+            first, settings.max_image_pixels, decode_pool, metrics.decode, settings.reduced_decode
+        )
         # This model's series, resolved once (``labels`` is a locked dict lookup per call).
         self._expired = metrics.expired.labels(info.name)
         self._queue_wait = metrics.queue_wait.labels(info.name)

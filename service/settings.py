@@ -165,6 +165,11 @@ class Settings(BaseSettings):
         "inference (accelerators); batch = by the instance, for its whole batch, just before inferring (CPUs, "
         "where decoding and inference would contend for the same cores); auto = batch on CPU, pool otherwise",
     )
+    reduced_decode: bool = Field(
+        True,
+        description="decode a JPEG at 1/2, 1/4 or 1/8 resolution when the letterbox shrinks it by at least that much "
+        "(libjpeg's DCT scaling: most of the decode skipped, boxes mapped back exactly; off: --no-reduced-decode)",
+    )
     stream_window: int = Field(8, ge=1, description="frames in flight per gRPC stream (backpressure)")
 
     # Limits.

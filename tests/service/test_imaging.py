@@ -78,8 +78,9 @@ def test_media_types():
 
 
 def test_raw_pixels():
-    array, order = load_image(RawImage(IMAGE.tobytes(), 50, 30, "rgb"), 10_000)
-    assert order == "rgb" and np.array_equal(array, IMAGE)
+    decoded, order = load_image(RawImage(IMAGE.tobytes(), 50, 30, "rgb"), 10_000, input_hw=(8, 8))
+    assert order == "rgb" and np.array_equal(decoded.image, IMAGE)
+    assert decoded.original_hw == (30, 50) and decoded.reduction == 1  # raw pixels are never reduced
     with pytest.raises(InvalidImage, match="needs 4500 bytes"):
         load_image(RawImage(IMAGE.tobytes()[:-3], 50, 30), 10_000)
     with pytest.raises(PayloadTooLarge):

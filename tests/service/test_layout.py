@@ -1,5 +1,6 @@
-"""Layering and generated code: service imports only the bundle API from model and never torch; the committed
-protobuf modules are exactly what proto/gen.py produces."""
+"""Layering and generated code: service imports only the bundle API from model (and the torch-free reduced JPEG
+decode it shares with the Predictor) and never torch; the committed protobuf modules are exactly what proto/gen.py
+produces."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def test_service_imports_only_the_bundle_api_and_never_torch():
             root = name.split(".")[0]
             assert root != "torch", f"{path} imports torch"
             if root == "model":
-                assert name in ("model.artifacts", "model.predictor"), f"{path} imports {name}"
+                assert name in ("model.artifacts", "model.predictor", "model.image_decode"), f"{path} imports {name}"
 
 
 def test_generated_protobuf_code_is_up_to_date(tmp_path):
