@@ -14,6 +14,20 @@ from model.evaluate import EvalResult, score_detections
 from model.predictor import Predictor
 
 
+def coco_records(coco: CocoDetection, index: int, boxes_xyxy, scores, class_ids) -> list[dict]:
+    """COCO-format detections (xywh, original category ids) of image ``index`` of ``coco``."""
+    image_id = coco.image_info(index).image_id
+    return [
+        {
+            "image_id": image_id,
+            "category_id": int(coco.cat_ids[int(cls)]),
+            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+            "score": float(score),
+        }
+        for (x1, y1, x2, y2), score, cls in zip(boxes_xyxy, scores, class_ids, strict=True)
+    ]
+
+
 def bundle_detections(predictor: Predictor, coco: CocoDetection, batch_size: int = 8) -> list[dict]:
     """COCO-format detections (xywh, original category ids) of every image of ``coco``."""
     t = predictor.meta.thresholds
@@ -23,16 +37,7 @@ def bundle_detections(predictor: Predictor, coco: CocoDetection, batch_size: int
         images = [coco.load(i).image for i in indices]
         results = predictor.predict(images, "bgr", score_threshold=t.score_threshold, max_detections=t.max_detections)
         for index, det in zip(indices, results, strict=True):
-            image_id = coco.image_info(index).image_id
-            for (x1, y1, x2, y2), score, cls in zip(det.boxes_xyxy, det.scores, det.class_ids, strict=True):
-                detections.append(
-                    {
-                        "image_id": image_id,
-                        "category_id": int(coco.cat_ids[int(cls)]),
-                        "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
-                        "score": float(score),
-                    }
-                )
+            detections += coco_records(coco, index, det.boxes_xyxy, det.scores, det.class_ids)
     return detections
 
 

@@ -51,7 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--build-engine", action="store_true", help="TensorRT: build the engine now (GPU needed)")
     parser.add_argument("--no-parity-check", action="store_true", help="skip comparing backends with eager PyTorch")
-    parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
+    parser.add_argument(
+        "--eval-data",
+        help="COCO-format folder (val split): measure every artifact's AP50:95 against the eager fp32 model and refuse "
+        "a reduced-precision artifact that loses more than its gate (bf16/fp16 0.5, int8 1.0 AP points)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing bundle directory; with --eval-data, publish even if an artifact misses its gate",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
             version=version,
             parity_check=not args.no_parity_check,
             build_engine=args.build_engine,
+            eval_data=args.eval_data,
+            publish_failed_accuracy=args.force,
         )
         meta, reports = export_bundle(args.weights, out, options, arch=args.arch, overwrite=args.force,
                                       calibration_images=args.calibration_images)  # fmt: skip
@@ -90,6 +101,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"  input {meta.input_hw[0]}x{meta.input_hw[1]} {meta.convention.name}, batch 1..{meta.max_batch}")
     for fmt, artifact in meta.models.items():
         print(f"  {fmt:<12} {artifact.file:<16} {artifact.precision}")
+    records = {fmt: a.extra["accuracy"] for fmt, a in meta.models.items() if "accuracy" in a.extra}
+    if records:
+        from model.export.accuracy_gate import AccuracyRecord, format_records
+
+        print(format_records({fmt: AccuracyRecord(**r) for fmt, r in records.items()}))
     for backend, report in reports.items():
         status = "ok" if report.ok() else "FAILED"
         print(

@@ -70,6 +70,8 @@ class ExportOptions:
     version: str = "1"
     parity_check: bool = True
     build_engine: bool = False  # TensorRT: build the engine now (needs a GPU and TensorRT here)
+    eval_data: str | None = None  # COCO-format folder: measure every artifact's AP (model.export.accuracy_gate)
+    publish_failed_accuracy: bool = False  # publish even when an artifact misses its accuracy gate
 
     def __post_init__(self) -> None:
         if not self.formats:
@@ -77,10 +79,14 @@ class ExportOptions:
         for fmt in self.formats:
             if fmt not in FORMATS:
                 raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-            if self.precision not in SUPPORTED_PRECISIONS[fmt]:
-                raise ValueError(
-                    f"{fmt} does not support {self.precision} (supported: {', '.join(SUPPORTED_PRECISIONS[fmt])})"
-                )
+        if not any(self.precision in SUPPORTED_PRECISIONS[fmt] for fmt in self.formats):
+            supported = "; ".join(f"{fmt}: {', '.join(SUPPORTED_PRECISIONS[fmt])}" for fmt in self.formats)
+            raise ValueError(f"{', '.join(self.formats)} does not support {self.precision} (supported: {supported})")
+
+    def precision_of(self, fmt: str) -> str:
+        """The precision ``fmt`` is exported at: ``precision`` where the format supports it, else fp32 (so
+        ``--format onnx,openvino --precision bf16`` gives an fp32 ONNX beside the bf16 OpenVINO model)."""
+        return self.precision if self.precision in SUPPORTED_PRECISIONS[fmt] else "fp32"
         if not 1 <= self.max_batch <= 256:
             raise ValueError(f"max_batch must be in [1, 256], got {self.max_batch}")
         if not self.nms.score_threshold <= self.default_score_threshold <= 1.0:
@@ -91,7 +97,7 @@ def _write_models(net: DecodedNet, options: ExportOptions, input_hw: tuple[int, 
     models: dict[str, ModelArtifact] = {}
     if "torchscript" in options.formats:
         export_torchscript(net, options.nms, out / "model.pt", input_hw)
-        models["torchscript"] = ModelArtifact("torchscript", "model.pt", options.precision)
+        models["torchscript"] = ModelArtifact("torchscript", "model.pt", options.precision_of("torchscript"))
     if "onnx" in options.formats or "openvino" in options.formats:
         onnx_path = export_onnx(EndToEnd(net, options.nms, "onnx"), out / "model.onnx", input_hw)
         if "openvino" in options.formats:
@@ -99,7 +105,7 @@ def _write_models(net: DecodedNet, options: ExportOptions, input_hw: tuple[int, 
 
             ov.save_model(ov.convert_model(str(onnx_path)), str(out / "model.xml"), compress_to_fp16=False)
             models["openvino"] = ModelArtifact(
-                "openvino", "model.xml", options.precision, {"weights_file": "model.bin"}
+                "openvino", "model.xml", options.precision_of("openvino"), {"weights_file": "model.bin"}
             )
         if "onnx" in options.formats:
             models["onnx"] = ModelArtifact("onnx", "model.onnx", "fp32", {"opset": OPSET})
@@ -111,10 +117,10 @@ def _write_models(net: DecodedNet, options: ExportOptions, input_hw: tuple[int, 
         if options.build_engine:
             from model.runtime.tensorrt_engine import build_engine, current_spec
 
-            spec = current_spec(trt_onnx, options.precision, input_hw, options.max_batch, "cuda:0")
+            spec = current_spec(trt_onnx, options.precision_of("tensorrt"), input_hw, options.max_batch, "cuda:0")
             (out / "model.engine").write_bytes(build_engine(trt_onnx, spec))
             extra.update(engine_file="model.engine", engine_spec=dataclasses.asdict(spec))
-        models["tensorrt"] = ModelArtifact("tensorrt", "model.trt.onnx", options.precision, extra)
+        models["tensorrt"] = ModelArtifact("tensorrt", "model.trt.onnx", options.precision_of("tensorrt"), extra)
     return models
 
 
@@ -177,6 +183,8 @@ def export_bundle(
         failed = {k: r for k, r in reports.items() if not r.ok()}
         if failed:
             raise RuntimeError(f"parity check failed: {failed}")
+        if options.eval_data is not None:
+            meta = _gate_accuracy(tmp, eager, meta, options)
         tmp.chmod(0o755)  # mkdtemp makes it 0700: a server running as another uid must be able to read it
         fsync_tree(tmp)  # the data is on disk before the name that publishes it
         if out_dir.exists():
@@ -189,6 +197,21 @@ def export_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta, reports
+
+
+def _gate_accuracy(bundle_dir: Path, eager: torch.nn.Module, meta: BundleMeta, options: ExportOptions) -> BundleMeta:
+    """Measure and record every artifact's AP; refuse (nothing published) when one misses its gate."""
+    from model.export.accuracy_gate import AccuracyGateError, format_records, measure_accuracy, with_records
+
+    records = measure_accuracy(bundle_dir, eager, meta, options.eval_data)
+    meta = with_records(meta, records)
+    write_bundle_meta(bundle_dir, meta)
+    if not all(r.passed for r in records.values()) and not options.publish_failed_accuracy:
+        raise AccuracyGateError(
+            f"accuracy gate failed on {options.eval_data}:\n{format_records(records)}\n"
+            "nothing was written (--force publishes it anyway, the failure recorded in meta.json)"
+        )
+    return meta
 
 
 def fsync_tree(directory: Path, files: bool = True) -> None:
@@ -215,35 +238,38 @@ def repository_target(repository: str | Path, name: str, version: int | None = N
     return target, chosen
 
 
-def eager_detections(model: torch.nn.Module, meta: BundleMeta, images: list) -> list:
-    """Reference detections: the un-fused eager model + torch postprocess, same pre/post as the Predictor."""
+def eager_predict(model: torch.nn.Module, meta: BundleMeta, image) -> tuple:
+    """The eager model on one BGR image with the bundle's letterbox, baked thresholds and NMS (torch postprocess):
+    ``(boxes_xyxy in original pixels, scores, class ids)`` as NumPy arrays, above the baked score threshold."""
     import numpy as np
 
     from model.letterbox import boxes_to_original, preprocess_image
     from model.postprocess import postprocess
-    from model.predictor import Detections
 
     t = meta.thresholds
+    x, r = preprocess_image(image, meta.input_hw, meta.convention, "bgr")
+    with torch.no_grad():
+        num, boxes, scores, classes = postprocess(
+            model(torch.from_numpy(x)[None]), t.score_threshold, t.iou_threshold, t.max_detections,
+            t.class_agnostic, t.pre_nms_topk,
+        )  # fmt: skip
+    n = int(num[0])
+    boxes_xyxy = boxes_to_original(boxes[0, :n].numpy(), r, image.shape[:2])
+    return boxes_xyxy, scores[0, :n].numpy(), classes[0, :n].numpy().astype(np.int32)
+
+
+def eager_detections(model: torch.nn.Module, meta: BundleMeta, images: list) -> list:
+    """Reference detections: the un-fused eager model + torch postprocess, same pre/post as the Predictor, at the
+    requests' default threshold."""
+    from model.predictor import Detections
+
     out = []
     for image in images:
-        x, r = preprocess_image(image, meta.input_hw, meta.convention, "bgr")
-        with torch.no_grad():
-            num, boxes, scores, classes = postprocess(
-                model(torch.from_numpy(x)[None]), t.score_threshold, t.iou_threshold, t.max_detections,
-                t.class_agnostic, t.pre_nms_topk,
-            )  # fmt: skip
-        n = int(num[0])
-        keep = scores[0, :n].numpy() >= t.default_score_threshold
-        cls = classes[0, :n].numpy()[keep].astype(np.int32)
-        out.append(
-            Detections(
-                boxes_to_original(boxes[0, :n].numpy()[keep], r, image.shape[:2]),
-                scores[0, :n].numpy()[keep],
-                cls,
-                tuple(meta.class_names[c] for c in cls),
-                image.shape[:2],
-            )
-        )
+        boxes_xyxy, scores, classes = eager_predict(model, meta, image)
+        keep = scores >= meta.thresholds.default_score_threshold
+        cls = classes[keep]
+        names = tuple(meta.class_names[c] for c in cls)
+        out.append(Detections(boxes_xyxy[keep], scores[keep], cls, names, image.shape[:2]))
     return out
 
 
