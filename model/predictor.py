@@ -92,6 +92,37 @@ def select_backend(meta: BundleMeta, backend: str, device: str) -> tuple[str, Mo
     raise BundleError(f"bundle has no artifact for backend {backend!r} (it has: {', '.join(sorted(meta.models))})")
 
 
+def runtime_precision(backend: str, artifact: ModelArtifact, device: str) -> str:
+    """The precision ``backend`` runs ``artifact`` at: OpenVINO applies the artifact's precision only to its own
+    format (the ONNX artifact runs fp32), TorchScript only on CUDA."""
+    if backend == "openvino" and artifact.format != "openvino":
+        return "fp32"
+    if backend == "torchscript" and not device.startswith("cuda"):
+        return "fp32"
+    return artifact.precision
+
+
+def backend_candidates(meta: BundleMeta, device: str, precision: str = "auto") -> list[tuple[str, str]]:
+    """``(backend, precision)`` pairs ``--backend auto`` may serve on ``device``, in preference order.
+
+    Each installed runtime of the device's preference list, with the artifact it would run, at fp32 or at a
+    reduced precision whose export accuracy gate passed (``extra["accuracy"]["passed"]``; an unmeasured reduced
+    precision is never chosen automatically); only ``precision`` unless it is ``auto``.
+    """
+    pairs = []
+    for backend in CUDA_PREFERENCE if device.startswith("cuda") else CPU_PREFERENCE:
+        if not runtime_available(backend) or (backend == "tensorrt" and not device.startswith("cuda")):
+            continue
+        artifact = next((meta.models[f] for f in BACKEND_FORMATS[backend] if f in meta.models), None)
+        if artifact is None:
+            continue
+        runs_at = runtime_precision(backend, artifact, device)
+        gated = runs_at == "fp32" or artifact.extra.get("accuracy", {}).get("passed") is True
+        if gated and precision in ("auto", runs_at):
+            pairs.append((backend, runs_at))
+    return pairs
+
+
 def create_runner(
     bundle_dir: Path,
     meta: BundleMeta,
@@ -110,13 +141,11 @@ def create_runner(
     if backend == "openvino":
         from model.runtime.openvino_runner import OpenVinoRunner
 
-        precision = artifact.precision if artifact.format == "openvino" else "fp32"
-        return OpenVinoRunner(path, device, precision, threads)
+        return OpenVinoRunner(path, device, runtime_precision(backend, artifact, device), threads)
     if backend == "torchscript":
         from model.runtime.torchscript_runner import TorchScriptRunner
 
-        precision = artifact.precision if device.startswith("cuda") else "fp32"
-        return TorchScriptRunner(path, device, precision, threads)
+        return TorchScriptRunner(path, device, runtime_precision(backend, artifact, device), threads)
     from model.runtime.tensorrt_runner import TensorRTRunner
 
     engine = artifact.extra.get("engine_file")

@@ -87,6 +87,18 @@ def load_predictor(path: Path, backend: str, device: str, threads: int | None, s
         raise ConfigError(f"cannot load bundle {path}: {exc}") from exc
 
 
+def backend_candidates(path: Path, device: str, precision: str) -> list[tuple[str, str]] | None:
+    """``(backend, precision)`` pairs ``--backend auto`` may serve (``model.predictor.backend_candidates``), or
+    None when ``path`` holds no readable bundle (the loader then reports it, or a test double needs none)."""
+    from model.artifacts import BundleError, load_bundle_meta
+    from model.predictor import backend_candidates as model_candidates
+
+    try:
+        return model_candidates(load_bundle_meta(path, verify=False), device, precision)
+    except BundleError:
+        return None
+
+
 def model_version(meta: Any, path: Path) -> str:
     """The version a bundle is served as: its meta's ``version``, a numeric directory name, or "1"."""
     version = getattr(meta, "version", None)

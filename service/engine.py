@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from service.backend_choice import BackendChoice
 from service.imaging import ImageInput
 from service.stats import StatsSnapshot
 
@@ -77,6 +78,8 @@ class ModelInfo:
     default_score_threshold: float
     max_detections: int
     path: str
+    precision: str = "fp32"  # what the backend runs at
+    backend_choice: BackendChoice | None = None  # --backend auto's measurements (None: configured or one candidate)
 
 
 @dataclass(frozen=True)

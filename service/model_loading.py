@@ -12,7 +12,8 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from service.bundles import BundleSpec, PredictorLoader, model_version
+from service.backend_choice import BackendChoice, measure_backends
+from service.bundles import BundleSpec, ConfigError, PredictorLoader, backend_candidates, model_version
 from service.engine import ModelInfo
 from service.instance_plan import plan_instances
 from service.metrics import Metrics
@@ -46,6 +47,28 @@ def tune_batch_size(
     return min(size for size, rate in rates.items() if rate >= 0.95 * best), rates
 
 
+def choose_backend(spec: BundleSpec, settings: Settings, plans: dict, loader: PredictorLoader) -> BackendChoice | None:
+    """With ``--backend auto``, the runtime (and precision) to serve, measured on the first device with its batch
+    instances' threads when there is more than one candidate; None: load as configured. Blocking."""
+    if settings.backend != "auto":
+        return None
+    device = settings.devices[0]
+    candidates = backend_candidates(spec.path, device, settings.precision)
+    if candidates is None:
+        return None  # not a readable bundle: the loader says why
+    if not candidates and settings.precision != "auto":
+        raise ConfigError(f"bundle {spec.path} has no artifact that can serve {settings.precision} on {device} "
+                          "(a reduced precision must have passed the export's accuracy gate)")  # fmt: skip
+    if not candidates:  # only unmeasured reduced-precision artifacts: served as exported, as before the gate
+        log.warning("bundle %s: no fp32 or accuracy-gated artifact for %s; serving it as exported", spec.path, device)
+        return None
+    plan = plans[device]
+    batch = max(1, min(settings.max_batch_size, 8))  # the sizes a loaded CPU server batches to, bounded load time
+    choice = measure_backends(candidates, lambda b: loader(spec.path, b, device, plan.threads, plan.spin), batch)
+    log.info("backend for %s: %s", spec.path, choice.describe())
+    return choice
+
+
 async def load_model_unit(
     spec: BundleSpec, settings: Settings, metrics: Metrics, loader: PredictorLoader, decode_pool: Executor
 ) -> ModelUnit:
@@ -55,17 +78,15 @@ async def load_model_unit(
     latency: Worker | None = None
     latency_note = ""  # for the log line
     plans = {device: plan_instances(settings, device) for device in settings.devices}
+    choice = await asyncio.to_thread(choose_backend, spec, settings, plans, loader)
+    backend = settings.backend if choice is None else choice.backend
     try:  # a bundle that fails to load or warm up leaves no worker thread behind
         for device, plan in plans.items():
             for index in range(plan.instances):
-                predictor = await asyncio.to_thread(
-                    loader, spec.path, settings.backend, device, plan.threads, plan.spin
-                )
+                predictor = await asyncio.to_thread(loader, spec.path, backend, device, plan.threads, plan.spin)
                 workers.append(Worker(f"infer-{device}-{index}", device, predictor, depth=plan.depth))
             if plan.latency_instance and latency is None:
-                predictor = await asyncio.to_thread(
-                    loader, spec.path, settings.backend, device, plan.latency_threads, True
-                )
+                predictor = await asyncio.to_thread(loader, spec.path, backend, device, plan.latency_threads, True)
                 latency = Worker(f"latency-{device}", device, predictor)
                 latency_note = f" + a latency instance of {plan.latency_threads} threads"
         meta = workers[0].predictor.meta
@@ -94,6 +115,8 @@ async def load_model_unit(
         class_names=tuple(str(c) for c in meta.class_names),
         input_hw=(int(meta.input_hw[0]), int(meta.input_hw[1])),
         backend=str(workers[0].predictor.backend),
+        precision=str(getattr(workers[0].predictor, "precision", "fp32")),
+        backend_choice=choice if choice is not None and choice.ms_per_image else None,
         devices=settings.devices,
         instances=len(workers),
         max_batch_size=max_batch,

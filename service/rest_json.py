@@ -5,6 +5,7 @@ envelope ``{"error": {"code", "message"}}`` (statuses and headers from ``service
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -67,6 +68,8 @@ def describe_model(info: ModelInfo, default: bool, default_version: bool = True,
         "classes": list(info.class_names),
         "input_size": {"height": info.input_hw[0], "width": info.input_hw[1]},
         "backend": info.backend,
+        "precision": info.precision,
+        "backend_choice": None if info.backend_choice is None else dataclasses.asdict(info.backend_choice),
         "devices": list(info.devices),
         "instances": info.instances,
         "max_batch_size": info.max_batch_size,

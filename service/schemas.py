@@ -54,6 +54,15 @@ class DetectResponse(BaseModel):
     timing_ms: dict[str, float] = Field(description="decode, queue, inference, postprocess, total")
 
 
+class BackendChoiceDescription(BaseModel):
+    """How ``--backend auto`` chose: every candidate timed on this machine at load."""
+
+    backend: str
+    precision: str
+    batch: int = Field(description="images per inference the candidates were timed at")
+    ms_per_image: dict[str, float] = Field(description='"backend/precision" -> milliseconds per image')
+
+
 class ModelDescription(BaseModel):
     """One entry of ``GET /v1/models``."""
 
@@ -66,6 +75,10 @@ class ModelDescription(BaseModel):
     classes: list[str]
     input_size: dict[str, int] = Field(description="network input {height, width}")
     backend: str
+    precision: str = Field(description="what the backend runs at: fp32, bf16, fp16 or int8")
+    backend_choice: BackendChoiceDescription | None = Field(
+        None, description="--backend auto's measurement at load (null: configured, or a single candidate)"
+    )
     devices: list[str]
     instances: int
     max_batch_size: int

@@ -67,8 +67,14 @@ class Settings(BaseSettings):
     )
     backend: Backend = Field(
         "auto",
-        description="runtime for every bundle (auto = the fastest installed runtime that can run one of the "
-        "bundle's formats on the device; see model.predictor.CPU_PREFERENCE / CUDA_PREFERENCE)",
+        description="runtime for every bundle (auto = of the installed runtimes that can run one of the bundle's "
+        "artifacts on the device, at fp32 or at a reduced precision that passed the export's accuracy gate, the "
+        "fastest measured at load with the instances' own threads; see model.predictor.backend_candidates)",
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
+        "auto",
+        description="with --backend auto: the precision to serve (auto = any that passed its accuracy gate, the "
+        "fastest wins); an explicit --backend runs its artifact as exported",
     )
     device: str = Field("cpu", description="device(s), comma-separated: cpu, cuda:0, cuda:0,cuda:1")
 

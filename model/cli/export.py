@@ -49,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-version", help="version recorded in the bundle (default 1; with --repository: the next free number)"
     )
+    parser.add_argument(
+        "--openvino-reads-onnx",
+        action="store_true",
+        help="with --format onnx,openvino: the OpenVINO artifact is the ONNX file (compiled at load) instead of IR "
+        "files, so the bundle carries one copy of the weights (e.g. fp32 for ONNX Runtime and bf16 for OpenVINO)",
+    )
     parser.add_argument("--build-engine", action="store_true", help="TensorRT: build the engine now (GPU needed)")
     parser.add_argument("--no-parity-check", action="store_true", help="skip comparing backends with eager PyTorch")
     parser.add_argument(
@@ -90,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             parity_check=not args.no_parity_check,
             build_engine=args.build_engine,
             eval_data=args.eval_data,
+            openvino_reads_onnx=args.openvino_reads_onnx,
             publish_failed_accuracy=args.force,
         )
         meta, reports = export_bundle(args.weights, out, options, arch=args.arch, overwrite=args.force,

@@ -72,6 +72,7 @@ class ExportOptions:
     build_engine: bool = False  # TensorRT: build the engine now (needs a GPU and TensorRT here)
     eval_data: str | None = None  # COCO-format folder: measure every artifact's AP (model.export.accuracy_gate)
     publish_failed_accuracy: bool = False  # publish even when an artifact misses its accuracy gate
+    openvino_reads_onnx: bool = False  # the OpenVINO artifact is the ONNX file (compiled at load), no IR files
 
     def __post_init__(self) -> None:
         if not self.formats:
@@ -100,7 +101,10 @@ def _write_models(net: DecodedNet, options: ExportOptions, input_hw: tuple[int, 
         models["torchscript"] = ModelArtifact("torchscript", "model.pt", options.precision_of("torchscript"))
     if "onnx" in options.formats or "openvino" in options.formats:
         onnx_path = export_onnx(EndToEnd(net, options.nms, "onnx"), out / "model.onnx", input_hw)
-        if "openvino" in options.formats:
+        if "openvino" in options.formats and options.openvino_reads_onnx:
+            # OpenVINO compiles the ONNX graph itself at load: one file for both CPU runtimes (half the size).
+            models["openvino"] = ModelArtifact("openvino", "model.onnx", options.precision_of("openvino"))
+        elif "openvino" in options.formats:
             import openvino as ov
 
             ov.save_model(ov.convert_model(str(onnx_path)), str(out / "model.xml"), compress_to_fp16=False)
@@ -109,7 +113,7 @@ def _write_models(net: DecodedNet, options: ExportOptions, input_hw: tuple[int, 
             )
         if "onnx" in options.formats:
             models["onnx"] = ModelArtifact("onnx", "model.onnx", "fp32", {"opset": OPSET})
-        else:
+        elif not any(a.file == onnx_path.name for a in models.values()):
             onnx_path.unlink()
     if "tensorrt" in options.formats:
         trt_onnx = export_onnx(EndToEnd(net, options.nms, "trt"), out / "model.trt.onnx", input_hw)

@@ -65,12 +65,13 @@ def test_a_large_photo_is_decoded_reduced_and_answered_in_its_own_pixels(default
     result = httpx.post(f"{default_server.http_url}/v1/detect", content=data, headers=headers, timeout=30)
     answer = result.json()["results"][0]
     assert (answer["height"], answer["width"]) == large.shape[:2]
-    predictor = Predictor.from_bundle(default_bundle_dir(), backend="onnxruntime", device="cpu", threads=1)
+    backend = httpx.get(f"{default_server.http_url}/v1/models", timeout=10).json()["models"][0]["backend"]
+    predictor = Predictor.from_bundle(default_bundle_dir(), backend=backend, device="cpu", threads=1)
     reduced = predictor.predict(data)[0]
     full = predictor.predict(data, reduced_decode=False)[0]
     served = np.array([d["box"] for d in answer["detections"]], np.float32).reshape(-1, 4)
     assert [d["class_name"] for d in answer["detections"]] == list(reduced.class_names)
-    np.testing.assert_allclose(served, reduced.boxes_xyxy, atol=1.0)  # the served backend may differ in ulps
+    np.testing.assert_allclose(served, reduced.boxes_xyxy, atol=1.0)  # other thread counts: other roundings
     cat = full.boxes_xyxy[list(full.class_names).index("cat")]
     x1, y1 = np.maximum(cat[:2], served[0, :2])
     x2, y2 = np.minimum(cat[2:], served[0, 2:])
