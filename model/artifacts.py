@@ -38,7 +38,7 @@ SCHEMA_VERSION = 1
 META_FILE = "meta.json"
 PREPROCESS_FILE = "preprocess.pt"
 FORMATS = ("torchscript", "onnx", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 OUTPUT_CONTRACT = {
     "num_dets": {"dtype": "int32", "shape": ["B"]},
     "boxes": {"dtype": "float32", "shape": ["B", "K", 4], "format": "xyxy", "frame": "letterboxed input pixels"},
