@@ -37,7 +37,7 @@ class AccuracyRecord:
 
     backend: str
     precision: str
-    data: str  # the evaluation split's annotation file, as given
+    data: str  # the evaluation split's annotation file, from the data folder's name on
     images: int
     ap50_95: float
     ap50: float
@@ -74,6 +74,7 @@ def measure_accuracy(
     if coco.num_classes != meta.num_classes:
         raise ValueError(f"--eval-data has {coco.num_classes} classes, the model {meta.num_classes}")
     cat_ids, names = tuple(coco.cat_ids), tuple(coco.class_names)
+    where = str(Path(ann_file).resolve().relative_to(Path(data).resolve().parent))  # no local paths recorded
     reference = score_detections(ann_file, eager_detections(eager, meta, coco), cat_ids, names)
     records = {}
     for fmt, artifact in meta.models.items():
@@ -84,7 +85,7 @@ def measure_accuracy(
         result = score_detections(ann_file, bundle_detections(predictor, coco), cat_ids, names)
         drop = round((reference.ap50_95 - result.ap50_95) * 100, 3)
         limit = MAX_DROP_AP_POINTS.get(artifact.precision)
-        records[fmt] = AccuracyRecord(backend, artifact.precision, str(ann_file), len(coco), round(result.ap50_95, 4),
+        records[fmt] = AccuracyRecord(backend, artifact.precision, where, len(coco), round(result.ap50_95, 4),
                                       round(result.ap50, 4), round(reference.ap50_95, 4), drop, limit,
                                       limit is None or drop <= limit)  # fmt: skip
     return records
