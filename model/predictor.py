@@ -105,7 +105,8 @@ def runtime_precision(backend: str, artifact: ModelArtifact, device: str) -> str
 def backend_candidates(meta: BundleMeta, device: str, precision: str = "auto") -> list[tuple[str, str]]:
     """``(backend, precision)`` pairs ``--backend auto`` may serve on ``device``, in preference order.
 
-    Each installed runtime of the device's preference list, with the artifact it would run, at fp32 or at a
+    Each installed runtime of the device's preference list that has an artifact of its own format (OpenVINO
+    reading the ONNX file is what ``select_backend`` falls back to, not a candidate), at fp32 or at a
     reduced precision whose export accuracy gate passed (``extra["accuracy"]["passed"]``; an unmeasured reduced
     precision is never chosen automatically); only ``precision`` unless it is ``auto``.
     """
@@ -113,7 +114,7 @@ def backend_candidates(meta: BundleMeta, device: str, precision: str = "auto") -
     for backend in CUDA_PREFERENCE if device.startswith("cuda") else CPU_PREFERENCE:
         if not runtime_available(backend) or (backend == "tensorrt" and not device.startswith("cuda")):
             continue
-        artifact = next((meta.models[f] for f in BACKEND_FORMATS[backend] if f in meta.models), None)
+        artifact = meta.models.get(BACKEND_FORMATS[backend][0])  # its own format: an artifact exported for it
         if artifact is None:
             continue
         runs_at = runtime_precision(backend, artifact, device)

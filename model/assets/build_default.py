@@ -12,12 +12,10 @@ shipped weights' sha256. Attribution: ``model/assets/NOTICE.md``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from model.artifacts import default_bundle_dir
 from model.checkpoint import load_model, save_weights
-from model.export.accuracy_gate import AccuracyRecord, format_records
 from model.export.bundle import ExportOptions, export_bundle
 from model.export.e2e import NmsSettings
 
@@ -27,13 +25,8 @@ SHARED = ASSETS.parents[2] / "shared"
 ARCH = "yolox-nano"
 # Serving settings: Megvii's 416x416, dynamic batch up to 16. The baked floor is the COCO protocol's (score 0.001,
 # NMS 0.65, K = 100) so `yoloxpai eval --bundle` reproduces the published way of measuring; requests default to 0.3.
-# Two artifacts, one file: ONNX Runtime runs model.onnx at fp32, OpenVINO compiles the same file at bf16 (its CPU
-# plugin falls back to fp32 where the CPU has no bf16). The bf16 artifact is gated on coco-tiny (at most 0.5 AP points
-# below the eager fp32 model) and `serve --backend auto` measures both at load and serves the faster.
 OPTIONS = ExportOptions(
-    formats=("onnx", "openvino"),
-    precision="bf16",
-    openvino_reads_onnx=True,
+    formats=("onnx",),  # OpenVINO reads the ONNX graph too, so one file serves both CPU runtimes
     max_batch=16,
     input_hw=(416, 416),
     nms=NmsSettings(score_threshold=0.001, iou_threshold=0.65, max_detections=100),
@@ -48,19 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx", type=Path, default=SHARED / "weights" / "yolox_nano_coco.onnx")
     parser.add_argument("--calibration-images", type=Path, default=SHARED / "data" / "coco-tiny",
                         help="images for the BatchNorm statistics (default: coco-tiny)")  # fmt: skip
-    parser.add_argument("--eval-data", type=Path, default=SHARED / "data" / "coco-tiny",
-                        help="COCO folder for the accuracy gate of the bf16 artifact (default: coco-tiny)")  # fmt: skip
     args = parser.parse_args(argv)
     model, info = load_model(args.onnx, arch=ARCH, calibration_images=args.calibration_images)
     print(info.report.summary())
     save_weights(WEIGHTS, model.state_dict(), info.config, info.class_names)
-    options = dataclasses.replace(OPTIONS, eval_data=str(args.eval_data))
-    meta, reports = export_bundle(WEIGHTS, default_bundle_dir(), options, overwrite=True)
+    meta, reports = export_bundle(WEIGHTS, default_bundle_dir(), OPTIONS, overwrite=True)
     print(f"wrote {WEIGHTS} and {default_bundle_dir()} ({meta.name}, {meta.arch}, {meta.num_classes} classes)")
     for backend, report in reports.items():
         print(f"  parity {backend}: {report}")
-    records = {fmt: AccuracyRecord(**a.extra["accuracy"]) for fmt, a in meta.models.items() if "accuracy" in a.extra}
-    print(format_records(records))
     return 0
 
 
