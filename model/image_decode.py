@@ -77,6 +77,11 @@ class Decoded:
     original_hw: tuple[int, int]
     reduction: int = 1
 
+    @classmethod
+    def full(cls, image: np.ndarray) -> Decoded:
+        """An image at full resolution: its own size is the original."""
+        return cls(image, (int(image.shape[0]), int(image.shape[1])))
+
     def scale_to_original(self, r: float) -> float:
         """A letterbox scale of ``image`` as a scale of the original (network pixels per original pixel)."""
         return r / self.reduction
@@ -86,22 +91,26 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def decode_full(data: bytes) -> Decoded | None:
+    """Decode any format OpenCV reads at full resolution (BGR, EXIF orientation applied); ``None`` when it cannot."""
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    return None if image is None else Decoded.full(image)
+
+
 def decode_jpeg_for_input(data: bytes, header_hw: tuple[int, int], input_hw: tuple[int, int]) -> Decoded | None:
     """Decode a JPEG (header size ``header_hw``, before orientation) at the reduction its letterbox into
     ``input_hw`` allows; ``None`` when OpenCV cannot decode it."""
     k = jpeg_reduction(header_hw, input_hw)
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buffer, _REDUCED_FLAGS[k] if k > 1 else cv2.IMREAD_COLOR)
+    if k == 1:
+        return decode_full(data)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _REDUCED_FLAGS[k])
     if image is None:
         return None
     h, w = header_hw
-    if k == 1:
-        return Decoded(image, (int(image.shape[0]), int(image.shape[1])))
     shape = (int(image.shape[0]), int(image.shape[1]))
     if shape == (_ceil_div(h, k), _ceil_div(w, k)):
         return Decoded(image, (h, w), k)
     if shape == (_ceil_div(w, k), _ceil_div(h, k)):  # EXIF rotated it a quarter turn
         return Decoded(image, (w, h), k)
     # A decoder that scaled differently: the mapping by k would not be exact, so decode in full.
-    full = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    return None if full is None else Decoded(full, (int(full.shape[0]), int(full.shape[1])))
+    return decode_full(data)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from model.artifacts import BundleError, BundleMeta, ModelArtifact, bundle_file, load_bundle_meta
-from model.image_decode import Decoded, decode_jpeg_for_input, is_jpeg, jpeg_size
+from model.image_decode import Decoded, decode_full, decode_jpeg_for_input, is_jpeg, jpeg_size
 from model.letterbox import boxes_to_original, preprocess_image
 from model.runtime import RawOutput, Runner
 
@@ -169,8 +169,7 @@ def _decode_bytes(data: bytes, input_hw: tuple[int, int] | None) -> Decoded | No
             return None
         if width > 0 and height > 0:
             return decode_jpeg_for_input(data, (height, width), input_hw)
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    return None if decoded is None else Decoded(decoded, (int(decoded.shape[0]), int(decoded.shape[1])))
+    return decode_full(data)
 
 
 def load_image(
@@ -203,7 +202,7 @@ def load_image(
         raise ValueError(f"image arrays must be [H, W, 3] (or [H, W, 4] / [H, W]), got {list(image.shape)}")
     elif image.shape[2] == 4:
         image = image[..., :3]
-    return Decoded(image, (int(image.shape[0]), int(image.shape[1]))), channel_order
+    return Decoded.full(image), channel_order
 
 
 class Predictor:

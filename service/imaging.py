@@ -13,10 +13,9 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
 
-from model.image_decode import Decoded, decode_jpeg_for_input, jpeg_size
+from model.image_decode import Decoded, decode_full, decode_jpeg_for_input, is_jpeg, jpeg_size
 from service.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 
 ImageFormat = Literal["jpeg", "png", "webp", "bmp"]
@@ -65,7 +64,7 @@ def check_media_type(content_type: str | None) -> str:
 
 def sniff_format(data: bytes) -> ImageFormat | None:
     """The image format from the magic bytes, or None."""
-    if data.startswith(b"\xff\xd8\xff"):
+    if is_jpeg(data):
         return "jpeg"
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
@@ -152,28 +151,22 @@ def _checked_header(data: bytes, max_image_pixels: int) -> tuple[ImageFormat, in
     return fmt, width, height
 
 
-def _decoded_or_refused(image: np.ndarray | None, fmt: str) -> np.ndarray:
-    if image is None or image.ndim != 3 or image.shape[2] != 3:
-        raise InvalidImage(f"could not decode the {fmt.upper()} image (corrupt or truncated)")
-    return image
-
-
 def decode_image(data: bytes, max_image_pixels: int) -> np.ndarray:
     """Encoded bytes -> uint8 [H, W, 3] BGR at full resolution; header size checked before decoding."""
-    fmt, _, _ = _checked_header(data, max_image_pixels)
-    return _decoded_or_refused(cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR), fmt)
+    return decode_for_input(data, max_image_pixels, None).image
 
 
 def decode_for_input(data: bytes, max_image_pixels: int, input_hw: tuple[int, int] | None) -> Decoded:
     """Encoded bytes -> ``Decoded`` BGR: a JPEG at the reduction its letterbox into ``input_hw`` allows (``None``:
-    full resolution), anything else in full."""
+    full resolution), anything else in full; header size checked before decoding."""
     fmt, width, height = _checked_header(data, max_image_pixels)
     if fmt == "jpeg" and input_hw is not None:
         decoded = decode_jpeg_for_input(data, (height, width), input_hw)
-        _decoded_or_refused(None if decoded is None else decoded.image, fmt)
-        return decoded  # type: ignore[return-value]
-    image = _decoded_or_refused(cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR), fmt)
-    return Decoded(image, (int(image.shape[0]), int(image.shape[1])))
+    else:
+        decoded = decode_full(data)
+    if decoded is None or decoded.image.ndim != 3 or decoded.image.shape[2] != 3:
+        raise InvalidImage(f"could not decode the {fmt.upper()} image (corrupt or truncated)")
+    return decoded
 
 
 def raw_to_array(raw: RawImage, max_image_pixels: int) -> np.ndarray:
@@ -194,6 +187,6 @@ def load_image(
     pixels never are). Blocking: call from a worker thread."""
     if isinstance(image, RawImage):
         array = raw_to_array(image, max_image_pixels)
-        return Decoded(array, (image.height, image.width)), image.channel_order
+        return Decoded.full(array), image.channel_order
     check_media_type(image.media_type)
     return decode_for_input(image.data, max_image_pixels, input_hw), "bgr"
