@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from model.artifacts import default_bundle_dir  # noqa: E402
 from model.evaluate import score_detections  # noqa: E402
+from model.evaluate_bundle import coco_records  # noqa: E402
 from model.image_decode import jpeg_reduction, jpeg_size  # noqa: E402
 from model.letterbox import preprocess_image  # noqa: E402
 from model.predictor import Predictor, load_image  # noqa: E402
@@ -105,10 +106,7 @@ def ap_row(predictor: Predictor, ann_file: Path, images: list, reduced: bool) ->
     for image_id, data in images:
         det = predictor.predict(data, score_threshold=t.score_threshold, max_detections=t.max_detections,
                                 reduced_decode=reduced)[0]  # fmt: skip
-        for (x1, y1, x2, y2), score, cls in zip(det.boxes_xyxy, det.scores, det.class_ids, strict=True):
-            box = [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]
-            detections.append({"image_id": image_id, "category_id": int(cat_ids[int(cls)]), "bbox": box,
-                               "score": float(score)})  # fmt: skip
+        detections += coco_records(image_id, cat_ids, det.boxes_xyxy, det.scores, det.class_ids)
     result = score_detections(ann_file, detections, cat_ids, names)
     return result.ap50_95, result.ap50
 

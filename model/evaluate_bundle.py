@@ -14,13 +14,12 @@ from model.evaluate import EvalResult, score_detections
 from model.predictor import Predictor
 
 
-def coco_records(coco: CocoDetection, index: int, boxes_xyxy, scores, class_ids) -> list[dict]:
-    """COCO-format detections (xywh, original category ids) of image ``index`` of ``coco``."""
-    image_id = coco.image_info(index).image_id
+def coco_records(image_id: int, cat_ids, boxes_xyxy, scores, class_ids) -> list[dict]:
+    """COCO-format detections (xywh, ``cat_ids[class id]`` as category) of one image."""
     return [
         {
             "image_id": image_id,
-            "category_id": int(coco.cat_ids[int(cls)]),
+            "category_id": int(cat_ids[int(cls)]),
             "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
             "score": float(score),
         }
@@ -37,7 +36,8 @@ def bundle_detections(predictor: Predictor, coco: CocoDetection, batch_size: int
         images = [coco.load(i).image for i in indices]
         results = predictor.predict(images, "bgr", score_threshold=t.score_threshold, max_detections=t.max_detections)
         for index, det in zip(indices, results, strict=True):
-            detections += coco_records(coco, index, det.boxes_xyxy, det.scores, det.class_ids)
+            image_id = coco.image_info(index).image_id
+            detections += coco_records(image_id, coco.cat_ids, det.boxes_xyxy, det.scores, det.class_ids)
     return detections
 
 

@@ -58,7 +58,8 @@ def eager_detections(model: torch.nn.Module, meta: BundleMeta, coco: CocoDetecti
     model.eval()
     records: list[dict] = []
     for index in range(len(coco)):
-        records += coco_records(coco, index, *eager_predict(model, meta, coco.load(index).image))
+        image_id = coco.image_info(index).image_id
+        records += coco_records(image_id, coco.cat_ids, *eager_predict(model, meta, coco.load(index).image))
     return records
 
 
