@@ -225,6 +225,17 @@ def classify_grpc(code: grpc.StatusCode, details: str | None, trailing_metadata:
     return Result(f"error: gRPC {code.name}", details)
 
 
+def at_deadline(result: Result, elapsed_s: float, timeout_s: float) -> Result:
+    """``result`` of a unary call that ran ``elapsed_s`` with ``timeout_s``; CUT (CANCELLED) at or past the deadline
+    is DEADLINE. The server's gRPC layer cancels a call when the deadline it read from ``grpc-timeout`` passes
+    (RST_STREAM CANCEL); on a loaded client that frame can be read before the client's own deadline timer runs, and
+    grpc-core then reports CANCELLED instead of DEADLINE_EXCEEDED (grpc-go maps that race the same way, grpc-go#2211).
+    The server's deadline starts when the request arrives, so this race cannot end a call before ``timeout_s``."""
+    if result.outcome == CUT and result.detail != "Cancelling all calls" and elapsed_s >= timeout_s:
+        return Result(DEADLINE, f"{result.detail} at the deadline ({elapsed_s * 1000:.0f} ms)")
+    return result
+
+
 @dataclass
 class _Channel:
     """One channel of :class:`GrpcChannels`: its calls in flight and its multi-callables, made once per method."""
@@ -272,12 +283,14 @@ class GrpcChannels:
 
         async def send(timeout_s: float) -> Result:
             with self.lease() as channel:
+                start_s = time.monotonic()
                 try:
                     await channel.method(call.path, type(call.request), call.response_type)(
                         call.request, timeout=timeout_s
                     )
                 except grpc.aio.AioRpcError as err:
-                    return classify_grpc(err.code(), err.details(), err.trailing_metadata())
+                    result = classify_grpc(err.code(), err.details(), err.trailing_metadata())
+                    return at_deadline(result, time.monotonic() - start_s, timeout_s)
             return Result(OK)
 
         return send
