@@ -24,7 +24,9 @@ from model.runtime import RawOutput, Runner
 # ONNX Runtime 2.2-4.4x eager PyTorch for nano, 1.5-2.5x for yolox-s; OpenVINO 1.5-2.9x; TorchScript ~1.1x; see
 # docs/benchmarks.md). OpenVINO is still chosen for bundles only it can run (``--precision bf16``).
 CPU_PREFERENCE = ("onnxruntime", "openvino", "torchscript")
-CUDA_PREFERENCE = ("tensorrt", "torchscript", "onnxruntime")
+# On a GPU: a TensorRT engine built for that GPU, then ONNX Runtime's CUDA provider, then TorchScript on CUDA, which
+# needs torch (the serve-gpu image has none).
+CUDA_PREFERENCE = ("tensorrt", "onnxruntime", "torchscript")
 # Which bundle formats each backend can run, best first (OpenVINO also reads the ONNX graph directly).
 BACKEND_FORMATS = {
     "onnxruntime": ("onnx",),
@@ -67,22 +69,72 @@ class Detections:
         }
 
 
-def runtime_available(backend: str) -> bool:
-    """Whether the Python package behind ``backend`` is importable."""
-    return importlib.util.find_spec(_RUNTIME_MODULE[backend]) is not None
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a dotted name whose parent package is missing; a module without a spec
+        return False
+
+
+def _cuda_python_importable() -> bool:
+    return _importable("cuda.bindings.runtime") or _importable("cuda.cudart")  # new / old cuda-python layout
+
+
+def _onnxruntime_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return ort.get_available_providers()
+
+
+def _torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def runtime_missing(backend: str, device: str) -> str | None:
+    """Why ``backend`` cannot run on ``device`` here, None when it can. On the CPU only its package is looked for;
+    on CUDA also its GPU support (the CPU onnxruntime wheel imports fine but has no CUDA provider)."""
+    module = _RUNTIME_MODULE[backend]
+    if not _importable(module):
+        return f"{module} not installed"
+    if not device.startswith("cuda"):
+        return "tensorrt needs a CUDA device" if backend == "tensorrt" else None
+    if backend == "tensorrt" and not _cuda_python_importable():
+        return "cuda-python not installed (TensorRT needs it)"
+    if backend == "onnxruntime" and "CUDAExecutionProvider" not in _onnxruntime_providers():
+        return "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    if backend == "torchscript" and not _torch_cuda_available():
+        return "torch has no CUDA (torch.cuda.is_available() is False)"
+    if backend == "openvino":
+        return "openvino does not run on CUDA devices"
+    return None
+
+
+def runtime_available(backend: str, device: str | None = None) -> bool:
+    """Whether ``backend`` can run on ``device`` here; without a device, whether its Python package is importable."""
+    if device is None:
+        return _importable(_RUNTIME_MODULE[backend])
+    return runtime_missing(backend, device) is None
 
 
 def select_backend(meta: BundleMeta, backend: str, device: str) -> tuple[str, ModelArtifact]:
     """Resolve ``auto`` and find the artifact the backend will run; a clear ``BundleError`` otherwise."""
     if backend == "auto":
-        preference = CUDA_PREFERENCE if device.startswith("cuda") else CPU_PREFERENCE
-        for candidate in preference:
-            if runtime_available(candidate) and any(f in meta.models for f in BACKEND_FORMATS[candidate]):
-                if candidate == "tensorrt" and not device.startswith("cuda"):
-                    continue
+        on_gpu = device.startswith("cuda")
+        reasons = []
+        for candidate in CUDA_PREFERENCE if on_gpu else CPU_PREFERENCE:
+            # The bundle first: a runtime's GPU probe (importing torch) is paid only for a usable artifact.
+            if not any(f in meta.models for f in BACKEND_FORMATS[candidate]):
+                reasons.append(f"no {candidate} artifact")
+                continue
+            missing = runtime_missing(candidate, device)
+            if missing is None:
                 return select_backend(meta, candidate, device)
+            reasons.append(missing)
         raise BundleError(
-            f"no installed runtime can run this bundle on {device} (bundle formats: {sorted(meta.models)})"
+            f"no {'GPU' if on_gpu else 'installed'} runtime can run this bundle on {device}: {', '.join(reasons)} "
+            f"(bundle formats: {sorted(meta.models)})"
         )
     if backend not in BACKEND_FORMATS:
         raise ValueError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKEND_FORMATS)}")
@@ -112,10 +164,8 @@ def backend_candidates(meta: BundleMeta, device: str, precision: str = "auto") -
     """
     pairs = []
     for backend in CUDA_PREFERENCE if device.startswith("cuda") else CPU_PREFERENCE:
-        if not runtime_available(backend) or (backend == "tensorrt" and not device.startswith("cuda")):
-            continue
         artifact = meta.models.get(BACKEND_FORMATS[backend][0])  # its own format: an artifact exported for it
-        if artifact is None:
+        if artifact is None or runtime_missing(backend, device) is not None:
             continue
         runs_at = runtime_precision(backend, artifact, device)
         gated = runs_at == "fp32" or artifact.extra.get("accuracy", {}).get("passed") is True
@@ -138,7 +188,9 @@ def create_runner(
     if backend == "onnxruntime":
         from model.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(path, device, threads, spin=spin)
+        return OnnxRuntimeRunner(
+            path, device, threads, spin=spin, precision=runtime_precision(backend, artifact, device)
+        )
     if backend == "openvino":
         from model.runtime.openvino_runner import OpenVinoRunner
 

@@ -85,6 +85,11 @@ def load_predictor(path: Path, backend: str, device: str, threads: int | None, s
         return Predictor.from_bundle(path, backend=backend, device=device, threads=threads, spin=spin)
     except (BundleError, FileNotFoundError) as exc:
         raise ConfigError(f"cannot load bundle {path}: {exc}") from exc
+    # An optional runtime missing from this image, or one that cannot start here (no CUDA device, no CUDA provider):
+    # one line that says so, instead of a traceback the orchestrator restarts into again and again.
+    except (ImportError, RuntimeError) as exc:
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(f"cannot load bundle {path} with backend {backend} on {device}: {cause}") from exc
 
 
 def backend_candidates(path: Path, device: str, precision: str) -> list[tuple[str, str]] | None:

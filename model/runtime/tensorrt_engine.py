@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from model.artifacts import sha256_file
+from model.runtime.cuda_runtime import device_index, device_name_and_capability, load_cudart, use_device
 
 INPUT_NAME = "images"
 
@@ -45,22 +47,28 @@ class EngineSpec:
 
 
 def default_cache_dir() -> Path:
-    """``$YOLOXPAI_ENGINE_CACHE`` or ``~/.cache/yoloxpai/engines``."""
-    return Path(os.environ.get("YOLOXPAI_ENGINE_CACHE", Path.home() / ".cache" / "yoloxpai" / "engines"))
+    """``$YOLOXPAI_ENGINE_CACHE``, else ``$XDG_CACHE_HOME/yoloxpai/engines``, else ``~/.cache/yoloxpai/engines``
+    (a container points the first at a mounted volume so engines survive restarts)."""
+    if os.environ.get("YOLOXPAI_ENGINE_CACHE"):
+        return Path(os.environ["YOLOXPAI_ENGINE_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "yoloxpai" / "engines"
+    return Path.home() / ".cache" / "yoloxpai" / "engines"
 
 
 def current_spec(onnx_path: Path, precision: str, input_hw: tuple[int, int], max_batch: int, device: str) -> EngineSpec:
     """The spec an engine built here, now, would have."""
     import tensorrt as trt
-    import torch
 
-    index = int(device.split(":")[1]) if ":" in device else 0
-    major, minor = torch.cuda.get_device_capability(index)
+    rt = load_cudart()
+    index = device_index(device)
+    use_device(rt, index)
+    gpu_name, capability = device_name_and_capability(rt, index)
     return EngineSpec(
         onnx_sha256=sha256_file(onnx_path),
         tensorrt_version=trt.__version__,
-        gpu_name=torch.cuda.get_device_name(index),
-        compute_capability=f"{major}.{minor}",
+        gpu_name=gpu_name,
+        compute_capability=capability,
         precision=precision,
         input_hw=tuple(input_hw),
         profiles=tuple(batch_profiles(max_batch)),
@@ -96,15 +104,27 @@ def build_engine(onnx_path: Path, spec: EngineSpec, workspace_gib: float = 4.0) 
     return bytes(serialized)
 
 
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write beside ``path`` under a unique name, then rename: a concurrent loader (another worker or replica
+    sharing the cache volume) sees either no file or the whole file, never a partly written one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def cached_engine(onnx_path: Path, spec: EngineSpec, cache_dir: Path | None = None) -> Path:
-    """Path of an engine for ``spec``, building and caching it first if needed (atomic write)."""
+    """Path of an engine for ``spec``, building and caching it first if needed (atomic writes)."""
     cache_dir = cache_dir or default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     engine_path = cache_dir / f"{spec.key()}.engine"
     if not engine_path.exists():
         data = build_engine(onnx_path, spec)
-        tmp = engine_path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(data)
-        tmp.replace(engine_path)
-        engine_path.with_suffix(".json").write_text(json.dumps(asdict(spec), indent=2))
+        # The spec first: an engine in the cache always has its description beside it.
+        _write_atomically(engine_path.with_suffix(".json"), json.dumps(asdict(spec), indent=2).encode())
+        _write_atomically(engine_path, data)
     return engine_path
