@@ -2,7 +2,7 @@
 #
 # One Dockerfile, three images (see docs/deploy.md):
 #   serve-cpu  slim Python + ONNX Runtime / OpenVINO; no torch, no compilers
-#   serve-gpu  NVIDIA CUDA runtime + TensorRT; no compilers
+#   serve-gpu  NVIDIA CUDA + cuDNN runtime, ONNX Runtime's CUDA build (+ TensorRT with WITH_TENSORRT=1); no compilers
 #   train      torch + the train/export extras (make-dataset, train, export)
 #
 #   docker build --target serve-cpu -t yoloxpai:serve-cpu .
@@ -17,8 +17,10 @@
 # without them (it rejects a wildcard that matches nothing).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-# TensorRT 10 wheels (cu12) bring libnvinfer themselves; the CUDA runtime image supplies libcudart.
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
+# ONNX Runtime's CUDA provider loads libcudart, cuBLAS and cuDNN 9 from the image (hence the cudnn variant); the
+# CUDA major must be the pinned onnxruntime-gpu wheel's (constraints.txt: 13). TensorRT's cu13 wheels bring
+# libnvinfer themselves. Hosts need a driver for CUDA 13 (R580 or newer).
+ARG CUDA_IMAGE=nvidia/cuda:13.1.1-cudnn-runtime-ubuntu24.04
 
 # ---------------------------------------------------------------------------------------------------------------
 # Dependencies first, against stub packages, so editing the source does not re-download every wheel. The stubs
@@ -91,8 +93,13 @@ CMD ["serve"]
 
 # ---------------------------------------------------------------------------------------------------------------
 # GPU: the CUDA base ships its own Python (3.12 on Ubuntu 24.04); builder and final stage share the base so the
-# venv's interpreter path is the same in both.
+# venv's interpreter path is the same in both. The runtime is ONNX Runtime's CUDA build (the `gpu` extra, which
+# replaces the CPU `serve` runtimes: onnxruntime-gpu provides the same `onnxruntime` module). WITH_TENSORRT=1 adds
+# the `trt` extra (TensorRT, from NVIDIA's wheels: e.g. --build-arg PIP_EXTRA_INDEX_URL=https://pypi.nvidia.com
+# where the index you use lacks them); `--backend auto` then prefers TensorRT. tests/deploy reads the case below.
 FROM ${CUDA_IMAGE} AS builder-gpu
+ARG WITH_TENSORRT=0
+ARG PIP_EXTRA_INDEX_URL
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \
@@ -100,11 +107,23 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY .dockerignore .whl* /src/.whl/
+# The checks after the install fail the build rather than ship an image that would silently run on the CPU: a
+# CPU onnxruntime pulled in beside onnxruntime-gpu (both write the same module files), or an ONNX Runtime without
+# the CUDA provider. Listing providers needs no GPU.
 RUN set -eu; \
     if ls /src/.whl/*.whl >/dev/null 2>&1; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/src/.whl; fi; \
+    case "$WITH_TENSORRT" in \
+        0) extras=gpu ;; \
+        1) extras=gpu,trt ;; \
+        *) echo "WITH_TENSORRT must be 0 or 1, not '$WITH_TENSORRT'" >&2; exit 1 ;; \
+    esac; \
     mkdir -p model service yoloxpai; touch model/__init__.py service/__init__.py yoloxpai/__init__.py; \
     python3 -m venv /opt/venv; \
-    /opt/venv/bin/pip install -c constraints.txt ".[serve,trt]"; \
+    /opt/venv/bin/pip install -c constraints.txt ".[$extras]"; \
+    if /opt/venv/bin/pip show -q onnxruntime 2>/dev/null; then \
+        echo "the CPU onnxruntime wheel was installed beside onnxruntime-gpu" >&2; exit 1; \
+    fi; \
+    /opt/venv/bin/python -c "import onnxruntime as o; assert 'CUDAExecutionProvider' in o.get_available_providers()"; \
     rm -rf model service yoloxpai build ./*.egg-info
 ARG BUNDLE=""
 COPY model model
@@ -121,19 +140,24 @@ RUN set -eu; \
     /opt/venv/bin/python -m pip uninstall -y -q pip
 
 FROM ${CUDA_IMAGE} AS serve-gpu
-LABEL org.opencontainers.image.title="yoloxpai serve (NVIDIA GPU, TensorRT)" \
+LABEL org.opencontainers.image.title="yoloxpai serve (NVIDIA GPU: ONNX Runtime CUDA, optional TensorRT)" \
       org.opencontainers.image.licenses="Apache-2.0"
-# python3 only: no pip, no venv module, no compilers in the serving image.
+# python3 only: no pip, no venv module, no compilers in the serving image. The engine cache directory belongs to
+# the server user, so a new named volume mounted there (Docker copies the owner) is writable.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 yoloxpai \
- && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin yoloxpai
+ && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin yoloxpai \
+ && mkdir -p /var/cache/yoloxpai/engines \
+ && chown 10001:10001 /var/cache/yoloxpai/engines
 COPY --from=builder-gpu /opt/venv /opt/venv
 # Root-owned and read-only to uid 10001, as in serve-cpu.
 COPY --from=builder-gpu /models /models
-# A TensorRT engine is specific to the GPU model and TensorRT version: GPU bundles come from /models at run time
-# (a volume), not from the image, unless BUNDLE baked one in for a known fleet.
+# GPU bundles come from /models at run time (a volume), not from the image, unless BUNDLE baked one in.
+# YOLOXPAI_ENGINE_CACHE: TensorRT engines built at load (minutes each, keyed by GPU model and TensorRT version).
+# A volume, so the read-only root does not stop them being written; mount a persistent one there (a named volume,
+# the gpu overlay's PersistentVolumeClaim) so a restarted or new container reuses them instead of rebuilding.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -141,7 +165,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     YOLOXPAI_MODEL_REPOSITORY=/models \
-    YOLOXPAI_DEVICE=cuda:0
+    YOLOXPAI_DEVICE=cuda:0 \
+    YOLOXPAI_ENGINE_CACHE=/var/cache/yoloxpai/engines
+VOLUME ["/var/cache/yoloxpai/engines"]
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8000 8001

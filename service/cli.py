@@ -9,6 +9,7 @@ Heavy imports (uvicorn, grpc, onnxruntime) happen inside ``run``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import typing
 from pathlib import Path
@@ -69,6 +70,52 @@ def event_loop_factory():
     return uvloop.new_event_loop
 
 
+def visible_cuda_devices() -> tuple[int, str]:
+    """How many CUDA GPUs this process sees, and when none, why: asked of the NVIDIA driver (``libcuda``) through
+    ``ctypes``, which needs no runtime import. onnxruntime-gpu lists its CUDA provider whether or not a GPU is
+    there (and falls back to the CPU when there is none); torch is not in the serving images."""
+    import ctypes
+
+    library = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    try:
+        cuda = ctypes.CDLL(library)
+    except OSError:
+        return 0, f"{library}, the NVIDIA driver's library, cannot be loaded"
+    count = ctypes.c_int(0)
+    status = cuda.cuInit(0)
+    if status == 0:
+        status = cuda.cuDeviceGetCount(ctypes.byref(count))
+    if status != 0:
+        name = ctypes.c_char_p()
+        cuda.cuGetErrorName(status, ctypes.byref(name))
+        return 0, f"the CUDA driver reports {(name.value or b'error').decode()} ({status})"
+    return count.value, ""
+
+
+def check_devices(devices: tuple[str, ...], probe=visible_cuda_devices) -> None:
+    """Refuse ``cuda`` devices the process cannot see, with one line naming the device (a ``ConfigError``),
+    before anything loads: the runtimes would otherwise fail deep in a bundle load, or run on the CPU."""
+    from service.bundles import ConfigError
+
+    wanted = [d for d in devices if d == "cuda" or d.startswith("cuda:")]
+    if not wanted:
+        return
+    count, reason = probe()
+    for device in wanted:
+        index = device.partition(":")[2] or "0"
+        if not index.isdigit():
+            raise ConfigError(f"device {device}: expected cuda or cuda:N")
+        if count == 0:
+            raise ConfigError(
+                f"device {device} requested but no CUDA GPU is visible ({reason}): check nvidia-smi on the host, "
+                "`docker run --gpus`, or the pod's nvidia.com/gpu limit and the NVIDIA device plugin"
+            )
+        if int(index) >= count:
+            raise ConfigError(
+                f"device {device} requested but only {count} CUDA GPU(s) are visible (cuda:0 to cuda:{count - 1})"
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT."""
     import asyncio
@@ -81,9 +128,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"yoloxpai serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    from service.bundles import ConfigError
+
+    try:
+        check_devices(settings.devices)
+    except ConfigError as exc:
+        print(f"yoloxpai serve: {exc}", file=sys.stderr)
+        return 2
+    if settings.engine_cache is not None:  # the TensorRT engine cache reads the variable, whichever set it
+        os.environ["YOLOXPAI_ENGINE_CACHE"] = str(settings.engine_cache)
     import cv2
 
-    from service.bundles import ConfigError
     from service.server import serve
 
     # Decode failures are answered to the client; OpenCV's own stderr report of each would only be noise.

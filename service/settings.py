@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         "fastest wins); an explicit --backend runs its artifact as exported",
     )
     device: str = Field("cpu", description="device(s), comma-separated: cpu, cuda:0, cuda:0,cuda:1")
+    # Read by model.runtime.tensorrt_engine as $YOLOXPAI_ENGINE_CACHE (service.cli exports the flag's value there).
+    engine_cache: Path | None = Field(
+        None,
+        description="directory of the TensorRT engines built at load, keyed by GPU model and TensorRT version "
+        "(default $XDG_CACHE_HOME/yoloxpai/engines, else ~/.cache/yoloxpai/engines); on a volume that outlives the "
+        "container, shared by the replicas, each new one skips the minutes-long build",
+    )
 
     # Network.
     host: str = Field("0.0.0.0", description="address both servers bind")
