@@ -2,6 +2,8 @@
 # One prepared run on a CUDA machine (the lent H100/H200; docs/benchmarks.md has the results):
 #   1. the GPU tests (TorchScript/TensorRT on CUDA vs eager; the server on CUDA vs the CPU Predictor),
 #   2. bench/gpu_check.py: parity on the trained default model, latency per runtime (yolox-s, random weights, 640),
+#      and bench/gpu_e2e.py: compiled fp16 with CUDA graphs, nvJPEG decode + letterbox on the GPU, end to end from
+#      JPEG bytes, each against eager fp32 / the host path in the same run,
 #   3. bench/load.py with the server on the GPU (the default model exported to TorchScript fp16),
 #   4. bench/load.py on that machine's CPU cores (the embedded ONNX default bundle), for the core-count effect,
 #   5. bench/load.py with the server on the GPU serving a yolox-s 640 (random weights, TorchScript fp16): a model
@@ -19,7 +21,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then  # packages the machine lacks, carri
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 status=0
-STEPS=${STEPS:-pytest_gpu gpu_check export load_cuda load_cpu weights_s export_s load_cuda_s}
+STEPS=${STEPS:-pytest_gpu gpu_check gpu_e2e export load_cuda load_cpu weights_s export_s load_cuda_s}
 step() {  # step NAME TIMEOUT_S COMMAND...: run, log to $OUT/NAME.log, remember a failure
     local name=$1 limit=$2
     shift 2
@@ -34,6 +36,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 echo "cpus: $(nproc)"
 step pytest_gpu 240 $PY -m pytest -q -p no:cacheprovider -m gpu tests/export/test_gpu.py tests/service/test_cuda.py -rs
 step gpu_check 200 $PY bench/gpu_check.py --batch-sizes 1 8 32 --runs 30
+step gpu_e2e 240 $PY bench/gpu_e2e.py --arch yolox-s --batch-sizes 1 8 32 --runs 30
 BUNDLE=/tmp/nano_cuda_fp16
 step export 120 $PY -m yoloxpai.cli export --weights model/assets/default_weights.safetensors --out $BUNDLE \
     --format torchscript --precision fp16 --max-batch 16 --img-size 320 320 --score-threshold 0.05 --iou-threshold 0.65 \

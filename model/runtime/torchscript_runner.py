@@ -58,11 +58,20 @@ class TorchScriptRunner:
         torch = self._torch
         with torch.inference_mode():
             if self.stream is None:
-                outputs = self.module(self._stage(batch))
-            else:
-                with torch.cuda.stream(self.stream):
-                    outputs = self.module(self._stage(batch))
-                    outputs = [o.to("cpu", non_blocking=True) for o in outputs]
-                self.stream.synchronize()
+                return self._forward(self._stage(batch))
+            with torch.cuda.stream(self.stream):
+                return self._forward(self._stage(batch))
+
+    def run_tensor(self, batch) -> RawOutput:
+        """Run one float32 ``[B, 3, H, W]`` batch already on the runner's device, on the current stream (the caller,
+        ``model.device_pipeline``, makes the batch on the runner's stream and runs this there)."""
+        with self._torch.inference_mode():
+            return self._forward(batch.half() if self.precision == "fp16" else batch)
+
+    def _forward(self, batch) -> RawOutput:
+        outputs = self.module(batch)
+        if self.stream is not None:  # on CUDA: read back on the stream that ran it, then wait for it alone
+            outputs = [o.to("cpu", non_blocking=True) for o in outputs]
+            self._torch.cuda.current_stream(self.device).synchronize()
         num, boxes, scores, classes = (o.numpy() for o in outputs)
         return RawOutput(num.astype(np.int32), boxes.astype(np.float32), scores.astype(np.float32), classes)

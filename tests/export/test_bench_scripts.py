@@ -95,3 +95,18 @@ def test_soak_bench_help_and_a_short_overload(tiny_bundle: Path) -> None:
     assert match and int(match.group(1)) == 400, out  # 4 x 100 req/s for 1 s, as scheduled
     assert re.search(r"^server RSS: start \d+\.\d MiB, peak \d+\.\d MiB, end \d+\.\d MiB$", out, re.MULTILINE), out
     assert re.search(r"^overload: errors \(.*\) = \d+ \(target 0\) (PASS|FAIL)$", out, re.MULTILINE), out
+
+
+def test_gpu_e2e_bench_runs_every_section_on_the_cpu() -> None:
+    # The same code the lent GPU runs (bench/device_check.sh), at CPU size: every table row is printed.
+    out = run_script(
+        "bench/gpu_e2e.py", "--device", "cpu", "--no-compile", "--arch", "yolox-nano", "--img-size", "96", "96",
+        "--batch-sizes", "1", "2", "--runs", "1",
+    )  # fmt: skip
+    for variant in ("eager fp32", "torchscript fp32"):
+        for batch in (1, 2):
+            assert re.search(rf"^{variant}\s+{batch}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}x$", out, re.MULTILINE), out
+    for path in ("host OpenCV", "device decode\\+letterbox"):
+        assert re.search(rf"^{path}\s+2\s+{NUMBER}\s+{NUMBER}x$", out, re.MULTILINE), out
+    for path in ("host decode \\(Predictor\\)", "device pipeline"):
+        assert re.search(rf"^{path}\s+2\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out, re.MULTILINE), out

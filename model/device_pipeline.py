@@ -1,0 +1,134 @@
+"""Encoded images -> detections with the pixels on the model's device: batched nvJPEG decode (torchvision), the
+bundle's TorchScript letterbox (``preprocess.pt``) and the TorchScript model, all on one CUDA stream; the host only
+parses the requests and reads back ``[B, K]`` detections.
+
+On a GPU the host's per-image decode + letterbox is what sets a server's pace (docs/benchmarks.md: 296 img/s with
+the GPU mostly idle), so this path moves them next to the model. The same code runs on the CPU (``device="cpu"``),
+which is how it is tested where no GPU is present. A JPEG nvJPEG refuses, or any other format, is decoded on the
+host with OpenCV and uploaded; an undecodable image fails alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from model.image_decode import is_jpeg
+from model.predictor import Detections, Predictor
+from model.runtime import RawOutput
+
+GpuDecode = Callable[[list[Any], str], list[Any]]  # (uint8 byte tensors, device) -> RGB [3, H, W] uint8 tensors
+
+
+def nvjpeg_decoder() -> GpuDecode | None:
+    """torchvision's batched ``decode_jpeg`` on the device (nvJPEG on CUDA), or None where torchvision does not
+    import (PyPI's wheel does not beside the CPU torch these machines use)."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except Exception:  # ImportError, or torchvision's C++ ops failing to load against this torch
+        return None
+
+    def decode(data: list[Any], device: str) -> list[Any]:
+        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+
+    return decode
+
+
+class DevicePipeline:
+    """``detect(encoded images)`` for a TorchScript predictor, decode and letterbox on its device.
+
+    ``gpu_decode``: the JPEG decoder to use (default :func:`nvjpeg_decoder` on CUDA, none on CPU); ``max_pixels``:
+    images larger than this are refused before decoding (as the server refuses them).
+    """
+
+    def __init__(self, predictor: Predictor, gpu_decode: GpuDecode | None = None, max_pixels: int = 50_000_000):
+        import torch
+
+        if predictor.backend != "torchscript":
+            raise ValueError(f"the device pipeline runs TorchScript bundles, not {predictor.backend!r}")
+        self._torch = torch
+        self.predictor = predictor
+        self.device = predictor.device
+        self.runner = predictor.runner
+        path = predictor.bundle_dir / "preprocess.pt"
+        self.preprocess = torch.jit.load(str(path), map_location=self.device).eval()
+        on_cuda = self.device.startswith("cuda")
+        self.gpu_decode = gpu_decode if gpu_decode is not None else (nvjpeg_decoder() if on_cuda else None)
+        self.max_pixels = max_pixels
+
+    def _host_decode(self, data: bytes):
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError("cannot decode image bytes (not a supported image format, or truncated)")
+        # RGB like nvJPEG's output, so one batch has one channel order
+        return self._torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).to(self.device, non_blocking=True)
+
+    def decode(self, images: Sequence[bytes]) -> list[Any]:
+        """Encoded images -> RGB uint8 ``[H, W, 3]`` tensors on the device, or the ``ValueError`` of each image
+        that cannot be decoded. JPEGs go through ``gpu_decode`` in one call; one it refuses is decoded alone and,
+        failing that, on the host."""
+        torch = self._torch
+        out: list[Any] = [None] * len(images)
+        jpegs = [i for i, data in enumerate(images) if self.gpu_decode is not None and is_jpeg(data)]
+        if jpegs:
+            tensors = [torch.frombuffer(bytearray(images[i]), dtype=torch.uint8) for i in jpegs]
+            try:
+                decoded = self.gpu_decode(tensors, self.device)
+            except RuntimeError:  # one bad file fails nvJPEG's whole batch: retry one by one
+                decoded = []
+                for tensor in tensors:
+                    try:
+                        decoded.extend(self.gpu_decode([tensor], self.device))
+                    except RuntimeError:
+                        decoded.append(None)
+            for i, chw in zip(jpegs, decoded, strict=True):
+                out[i] = None if chw is None else chw.permute(1, 2, 0)  # a view: Preprocess permutes it back
+        for i, data in enumerate(images):
+            if out[i] is None:
+                try:
+                    out[i] = self._host_decode(data)
+                except ValueError as exc:
+                    out[i] = exc
+        for i, image in enumerate(out):
+            if not isinstance(image, ValueError) and image.shape[0] * image.shape[1] > self.max_pixels:
+                out[i] = ValueError(f"image of {image.shape[1]}x{image.shape[0]} exceeds {self.max_pixels} pixels")
+        return out
+
+    def infer(self, images: list[Any]) -> tuple[RawOutput, list[float]]:
+        """RGB ``[H, W, 3]`` device tensors -> the model's raw output and each image's letterbox scale ``r``."""
+        torch = self._torch
+        with torch.inference_mode():
+            stream = getattr(self.runner, "stream", None)
+            context = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+            with context:
+                batch, scales = self.preprocess(images, "rgb")
+                raw = self.runner.run_tensor(batch)
+            return raw, scales.cpu().tolist()
+
+    def detect(
+        self,
+        images: Sequence[bytes],
+        score_threshold: float | None = None,
+        max_detections: int | None = None,
+        class_ids: Sequence[int] | None = None,
+    ) -> list[Detections | ValueError]:
+        """Detections per encoded image (boxes in its original pixels), or the ``ValueError`` of each image that
+        could not be decoded; the rest of the batch is unaffected."""
+        self.predictor.resolve_options(score_threshold, max_detections)  # fail before any work
+        decoded = self.decode(images)
+        ok = [i for i, image in enumerate(decoded) if not isinstance(image, ValueError)]
+        results: list[Detections | ValueError] = list(decoded)
+        if not ok:
+            return results
+        step = self.predictor.meta.max_batch
+        for start in range(0, len(ok), step):
+            chunk = ok[start : start + step]
+            raw, scales = self.infer([decoded[i] for i in chunk])
+            for row, (i, r) in enumerate(zip(chunk, scales, strict=True)):
+                hw = (int(decoded[i].shape[0]), int(decoded[i].shape[1]))
+                results[i] = self.predictor.postprocess(raw, row, r, hw, score_threshold, max_detections, class_ids)
+        return results
