@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from model.cli.weights_flags import add_calibration_flag
+from model.export.int8_openvino import DEFAULT_CALIBRATION_COUNT
 
 
 def _formats(value: str) -> list[str]:
@@ -36,7 +37,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_formats,
         help="torchscript|onnx|openvino|tensorrt; repeat or comma-separate for several (default: onnx)",
     )
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "fp16", "bf16", "int8"],
+        help="for the formats that support it (others stay fp32): fp16 torchscript/openvino/tensorrt, bf16 openvino, "
+        "int8 openvino (NNCF post-training quantisation, needs --calibration-data)",
+    )
+    parser.add_argument(
+        "--calibration-data",
+        help="int8: a folder of real images (or a COCO folder) the quantiser calibrates activation ranges on",
+    )
+    parser.add_argument(
+        "--calibration-count",
+        type=int,
+        default=DEFAULT_CALIBRATION_COUNT,
+        help="int8: how many of the calibration images to use, the first sorted by path (default %(default)s)",
+    )
     parser.add_argument("--max-batch", type=int, default=32, help="largest batch the model accepts (dynamic 1..N)")
     parser.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"), help="input size (multiples of 32)")
     parser.add_argument("--score-threshold", type=float, default=0.05, help="baked minimum score (obj x cls)")
@@ -98,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
             eval_data=args.eval_data,
             openvino_reads_onnx=args.openvino_reads_onnx,
             publish_failed_accuracy=args.force,
+            calibration_data=args.calibration_data,
+            calibration_count=args.calibration_count,
         )
         meta, reports = export_bundle(args.weights, out, options, arch=args.arch, overwrite=args.force,
                                       calibration_images=args.calibration_images)  # fmt: skip

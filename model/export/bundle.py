@@ -32,7 +32,9 @@ from model.artifacts import (
     write_bundle_meta,
 )
 from model.checkpoint import load_model
+from model.config import InputConvention
 from model.export.e2e import DecodedNet, EndToEnd, NmsSettings
+from model.export.int8_openvino import DEFAULT_CALIBRATION_COUNT, calibration_files, quantize_openvino
 from model.export.onnx_export import OPSET, export_onnx
 from model.export.parity import ParityReport, compare_detections, parity_images
 from model.export.torchscript_export import export_torchscript
@@ -43,7 +45,7 @@ from model.transforms import Preprocess
 SUPPORTED_PRECISIONS = {
     "torchscript": ("fp32", "fp16"),
     "onnx": ("fp32",),
-    "openvino": ("fp32", "bf16", "fp16"),
+    "openvino": ("fp32", "bf16", "fp16", "int8"),  # int8: NNCF-quantised IR (model.export.int8_openvino)
     "tensorrt": ("fp32", "fp16"),
 }
 
@@ -73,6 +75,8 @@ class ExportOptions:
     eval_data: str | None = None  # COCO-format folder: measure every artifact's AP (model.export.accuracy_gate)
     publish_failed_accuracy: bool = False  # publish even when an artifact misses its accuracy gate
     openvino_reads_onnx: bool = False  # the OpenVINO artifact is the ONNX file (compiled at load), no IR files
+    calibration_data: str | None = None  # int8: the images the quantiser calibrates activation ranges on
+    calibration_count: int = DEFAULT_CALIBRATION_COUNT  # int8: how many of them (the first, sorted by path)
 
     def __post_init__(self) -> None:
         if not self.formats:
@@ -83,18 +87,27 @@ class ExportOptions:
         if not any(self.precision in SUPPORTED_PRECISIONS[fmt] for fmt in self.formats):
             supported = "; ".join(f"{fmt}: {', '.join(SUPPORTED_PRECISIONS[fmt])}" for fmt in self.formats)
             raise ValueError(f"{', '.join(self.formats)} does not support {self.precision} (supported: {supported})")
-
-    def precision_of(self, fmt: str) -> str:
-        """The precision ``fmt`` is exported at: ``precision`` where the format supports it, else fp32 (so
-        ``--format onnx,openvino --precision bf16`` gives an fp32 ONNX beside the bf16 OpenVINO model)."""
-        return self.precision if self.precision in SUPPORTED_PRECISIONS[fmt] else "fp32"
+        if "int8" in map(self.precision_of, self.formats):
+            if self.calibration_data is None:
+                raise ValueError("--precision int8 needs --calibration-data DIR (real images, e.g. coco-tiny)")
+            if self.openvino_reads_onnx:
+                raise ValueError("an int8 OpenVINO artifact is a quantised IR: drop --openvino-reads-onnx")
+            if self.calibration_count < 1:
+                raise ValueError(f"calibration_count must be >= 1, got {self.calibration_count}")
         if not 1 <= self.max_batch <= 256:
             raise ValueError(f"max_batch must be in [1, 256], got {self.max_batch}")
         if not self.nms.score_threshold <= self.default_score_threshold <= 1.0:
             raise ValueError("default_score_threshold must be between the baked score_threshold and 1")
 
+    def precision_of(self, fmt: str) -> str:
+        """The precision ``fmt`` is exported at: ``precision`` where the format supports it, else fp32 (so
+        ``--format onnx,openvino --precision bf16`` gives an fp32 ONNX beside the bf16 OpenVINO model)."""
+        return self.precision if self.precision in SUPPORTED_PRECISIONS[fmt] else "fp32"
 
-def _write_models(net: DecodedNet, options: ExportOptions, input_hw: tuple[int, int], out: Path) -> dict:
+
+def _write_models(
+    net: DecodedNet, options: ExportOptions, input_hw: tuple[int, int], convention: InputConvention, out: Path
+) -> dict:
     models: dict[str, ModelArtifact] = {}
     if "torchscript" in options.formats:
         export_torchscript(net, options.nms, out / "model.pt", input_hw)
@@ -104,6 +117,10 @@ def _write_models(net: DecodedNet, options: ExportOptions, input_hw: tuple[int, 
         if "openvino" in options.formats and options.openvino_reads_onnx:
             # OpenVINO compiles the ONNX graph itself at load: one file for both CPU runtimes (half the size).
             models["openvino"] = ModelArtifact("openvino", "model.onnx", options.precision_of("openvino"))
+        elif "openvino" in options.formats and options.precision_of("openvino") == "int8":
+            files = calibration_files(options.calibration_data, options.calibration_count)
+            extra = quantize_openvino(onnx_path, out / "model.xml", files, input_hw, convention)
+            models["openvino"] = ModelArtifact("openvino", "model.xml", "int8", extra)
         elif "openvino" in options.formats:
             import openvino as ov
 
@@ -155,7 +172,7 @@ def export_bundle(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         torch.jit.script(Preprocess(input_hw, cfg.convention)).save(str(tmp / PREPROCESS_FILE))
-        models = _write_models(net, options, input_hw, tmp)
+        models = _write_models(net, options, input_hw, cfg.convention, tmp)
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         nms = options.nms
         meta = BundleMeta(

@@ -8,7 +8,8 @@ import numpy as np
 
 from model.runtime import RawOutput, as_raw_output
 
-_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# int8: the IR's quantised ops run in int8 whatever the hint; the hint sets the ops NNCF left out (decode, NMS)
+_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
 
 class OpenVinoRunner:

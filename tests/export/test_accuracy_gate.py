@@ -38,9 +38,9 @@ def eval_subset(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def export_args(shared: Path, out: Path, eval_data: Path) -> list[str]:
+def export_args(shared: Path, out: Path, eval_data: Path, precision: str = "bf16") -> list[str]:
     return ["export", "--weights", str(shared / "weights" / "yolox_nano_coco.onnx"), "--arch", "yolox-nano",
-            "--out", str(out), "--format", "onnx,openvino", "--precision", "bf16", "--calibration-images",
+            "--out", str(out), "--format", "onnx,openvino", "--precision", precision, "--calibration-images",
             str(DEFAULT_CALIBRATION_DIR), "--max-batch", "2", "--score-threshold", "0.001",
             "--eval-data", str(eval_data)]  # fmt: skip
 
@@ -61,8 +61,8 @@ def test_bf16_passes_the_gate_and_is_recorded(shared: Path, eval_subset: Path, t
 def _break_reduced_precision_artifact(original):
     """``_write_models`` whose OpenVINO artifact is a broken conversion: one backbone conv's weights scrambled."""
 
-    def write_models(net, options, input_hw, out):
-        models = original(net, options, input_hw, out)
+    def write_models(net, options, input_hw, convention, out):
+        models = original(net, options, input_hw, convention, out)
         import openvino as ov
 
         graph = onnx.load(str(out / "model.onnx"))
@@ -91,3 +91,43 @@ def test_a_broken_artifact_is_refused_unless_forced(
     assert main([*export_args(shared, out, eval_subset), "--force"]) == 0
     record = load_bundle_meta(out).models["openvino"].extra["accuracy"]
     assert not record["passed"] and record["drop_ap_points"] > 1.0
+
+
+def test_int8_is_quantised_on_real_images_passes_the_gate_and_records_its_calibration(
+    shared: Path, eval_subset: Path, tmp_path: Path, capsys
+) -> None:
+    photos = shared / "data" / "coco-tiny" / "val2017"
+    args = [*export_args(shared, tmp_path / "b", eval_subset, "int8"), "--calibration-data", str(photos)]
+    assert main([*args, "--calibration-count", "32"]) == 0
+    printed = capsys.readouterr().out
+    assert "openvino     openvino     int8" in printed and "FAIL" not in printed
+    artifact = load_bundle_meta(tmp_path / "b").models["openvino"]
+    assert artifact.file == "model.xml" and artifact.precision == "int8"
+    assert artifact.extra["calibration"] == {"images": 32, "data": "coco-tiny/val2017"}
+    assert artifact.extra["quantizer"].startswith("nncf ")
+    record = artifact.extra["accuracy"]
+    assert record["passed"] and record["max_drop_ap_points"] == 1.0 and record["drop_ap_points"] <= 1.0
+    # really quantised: int8 weights behind FakeQuantize/Convert nodes, the prediction convs left in fp32
+    ir = (tmp_path / "b" / "model.xml").read_text()
+    assert 'element_type="i8"' in ir and "FakeQuantize" in ir
+
+
+def test_int8_calibrated_on_blank_images_is_refused(shared: Path, eval_subset: Path, tmp_path: Path, capsys) -> None:
+    # A deliberately broken quantisation through the real quantiser: activation ranges measured on flat grey
+    # frames clip every real photo's activations.
+    import cv2
+
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(blank / f"{i}.png"), np.full((480, 640, 3), 114 + i, np.uint8))
+    out = tmp_path / "b"
+    assert main([*export_args(shared, out, eval_subset, "int8"), "--calibration-data", str(blank)]) == 1
+    printed = capsys.readouterr().out
+    assert "accuracy gate failed" in printed and "int8" in printed and "nothing was written" in printed
+    assert not out.exists()
+
+
+def test_int8_needs_calibration_data(shared: Path, eval_subset: Path, tmp_path: Path, capsys) -> None:
+    assert main(export_args(shared, tmp_path / "b", eval_subset, "int8")) == 1
+    assert "--precision int8 needs --calibration-data DIR" in capsys.readouterr().out

@@ -171,3 +171,21 @@ def test_bundle_inside_a_symlinked_directory_loads(bundle_copy: Path, tmp_path: 
     link = tmp_path / "linked"
     link.symlink_to(bundle_copy, target_is_directory=True)
     assert load_bundle_meta(link).models["onnx"].file == "model.onnx"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_batch": 0}, "max_batch must be in"),
+        ({"default_score_threshold": 0.01}, "default_score_threshold must be between"),
+        ({"formats": ("onnx", "openvino"), "precision": "int8"}, "needs --calibration-data"),
+        ({"formats": ("onnx",), "precision": "int8", "calibration_data": "x"}, "does not support int8"),
+        ({"formats": ("openvino",), "precision": "int8", "calibration_data": "x", "calibration_count": 0},
+         "calibration_count must be >= 1"),
+        ({"formats": ("onnx", "openvino"), "precision": "int8", "calibration_data": "x", "openvino_reads_onnx": True},
+         "quantised IR"),
+    ],
+)  # fmt: skip
+def test_export_options_are_checked_before_any_work(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ExportOptions(**options)

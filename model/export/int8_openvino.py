@@ -1,0 +1,84 @@
+"""INT8 OpenVINO artifacts: NNCF post-training quantisation of the bundle's graph, calibrated on real images.
+
+What is quantised: the network's convolutions and the element-wise ops between them (int8 weights per channel,
+activation ranges from the calibration images). What stays fp32: the prediction convolutions (``*_preds*``: box
+offsets, objectness and class logits, whose error the decode multiplies by the stride and the exponent) and
+everything outside the network (``/net/model/``): decode, top-k and NMS. The CPU runs the int8 parts on VNNI/AMX.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from model.config import InputConvention
+from model.letterbox import preprocess_image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+DEFAULT_CALIBRATION_COUNT = 300  # NNCF's own default subset size
+# Node-name patterns NNCF must leave in fp32 (ONNX names as torch.onnx writes them from the EndToEnd module).
+KEEP_FP32_PATTERNS = (r".*_preds.*", r"^(?!/net/model/).*")
+
+
+def calibration_files(folder: str | Path, count: int) -> list[Path]:
+    """The first ``count`` images under ``folder`` (recursively, sorted by path): a plain folder of images or a
+    COCO-format folder (its ``val2017``/``train2017``/``images`` are found the same way)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"calibration data {root} is not a directory")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    return files[:count]
+
+
+def calibration_inputs(
+    files: list[Path], input_hw: tuple[int, int], convention: InputConvention
+) -> Iterator[np.ndarray]:
+    """Network inputs ``float32 [1, 3, H, W]``, letterboxed exactly as the serving path does."""
+    for path in files:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"cannot read calibration image {path}")
+        tensor, _ = preprocess_image(image, input_hw, convention)
+        yield tensor[None]
+
+
+def quantize_openvino(
+    onnx_path: Path,
+    out_xml: Path,
+    files: list[Path],
+    input_hw: tuple[int, int],
+    convention: InputConvention,
+) -> dict:
+    """Quantise the ONNX graph at ``onnx_path`` into an int8 OpenVINO IR at ``out_xml`` (+ ``.bin``); returns the
+    artifact's ``extra`` (weights file and what the calibration was)."""
+    import nncf
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    dataset = nncf.Dataset(list(calibration_inputs(files, input_hw, convention)))
+    quantized = nncf.quantize(
+        model,
+        dataset,
+        preset=nncf.QuantizationPreset.MIXED,  # symmetric weights, asymmetric activations (accuracy first)
+        subset_size=len(files),
+        ignored_scope=nncf.IgnoredScope(patterns=list(KEEP_FP32_PATTERNS), validate=False),
+    )
+    ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
+    return {
+        "weights_file": out_xml.with_suffix(".bin").name,
+        "quantizer": f"nncf {nncf.__version__}",
+        "calibration": {"images": len(files), "data": _data_name(files)},
+        "fp32_patterns": list(KEEP_FP32_PATTERNS),
+    }
+
+
+def _data_name(files: list[Path]) -> str:
+    """The calibration folder as recorded: the last two parts of the images' common folder (no machine prefix)."""
+    common = Path(os.path.commonpath([str(f.resolve().parent) for f in files]))
+    return "/".join(common.parts[-2:])
