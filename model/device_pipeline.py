@@ -64,8 +64,17 @@ class DevicePipeline:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise ValueError("cannot decode image bytes (not a supported image format, or truncated)")
-        # RGB like nvJPEG's output, so one batch has one channel order
-        return self._torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).to(self.device, non_blocking=True)
+        return self.upload(image, "bgr")
+
+    def upload(self, image: np.ndarray, channel_order: str = "bgr"):
+        """A host uint8 ``[H, W, 3]`` array in ``channel_order`` -> an RGB device tensor (RGB like nvJPEG's output,
+        so one batch has one channel order)."""
+        if channel_order not in ("bgr", "rgb"):
+            raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
+        rgb = np.ascontiguousarray(image[:, :, ::-1] if channel_order == "bgr" else image)
+        if not rgb.flags.writeable:  # a view of a request's read-only bytes: torch wants memory of its own
+            rgb = rgb.copy()
+        return self._torch.from_numpy(rgb).to(self.device, non_blocking=True)
 
     def decode(self, images: Sequence[bytes]) -> list[Any]:
         """Encoded images -> RGB uint8 ``[H, W, 3]`` tensors on the device, or the ``ValueError`` of each image

@@ -267,6 +267,7 @@ class Predictor:
         self.runner = runner
         self._threads = threads
         self._spin = spin
+        self._device_pipeline = None
 
     @classmethod
     def from_bundle(
@@ -363,6 +364,19 @@ class Predictor:
         classes = classes[keep_idx].astype(np.int32)
         names = tuple(self.meta.class_names[c] for c in classes)
         return Detections(boxes, scores[keep_idx].astype(np.float32), classes, names, image_hw)
+
+    def device_pipeline(self, max_pixels: int | None = None):
+        """This instance's :class:`model.device_pipeline.DevicePipeline` (decode + letterbox on its device; TorchScript
+        bundles only, ``ValueError`` otherwise), created on first use and kept: it loads ``preprocess.pt`` once and
+        shares this instance's runner, so it is used on this instance's thread only. ``max_pixels``: the largest
+        image it decodes (a server passes its own limit)."""
+        if self._device_pipeline is None:
+            from model.device_pipeline import DevicePipeline  # imports torch: only for who uses it
+
+            self._device_pipeline = DevicePipeline(self)
+        if max_pixels is not None:
+            self._device_pipeline.max_pixels = max_pixels
+        return self._device_pipeline
 
     def predict(
         self,

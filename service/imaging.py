@@ -142,7 +142,8 @@ def check_pixels(width: int, height: int, max_image_pixels: int) -> None:
         raise PayloadTooLarge(f"image of {width}x{height} pixels exceeds the limit of {max_image_pixels} pixels")
 
 
-def _checked_header(data: bytes, max_image_pixels: int) -> tuple[ImageFormat, int, int]:
+def checked_header(data: bytes, max_image_pixels: int) -> tuple[ImageFormat, int, int]:
+    """The format and size from the header, refused (size limit, truncated JPEG) before any pixel is decoded."""
     fmt, width, height = header_size(data)
     check_pixels(width, height, max_image_pixels)
     # OpenCV 4.x fills a truncated JPEG with grey instead of failing: the end-of-image marker must follow the scan.
@@ -159,7 +160,7 @@ def decode_image(data: bytes, max_image_pixels: int) -> np.ndarray:
 def decode_for_input(data: bytes, max_image_pixels: int, input_hw: tuple[int, int] | None) -> Decoded:
     """Encoded bytes -> ``Decoded`` BGR: a JPEG at the reduction its letterbox into ``input_hw`` allows (``None``:
     full resolution), anything else in full; header size checked before decoding."""
-    fmt, width, height = _checked_header(data, max_image_pixels)
+    fmt, width, height = checked_header(data, max_image_pixels)
     if fmt == "jpeg" and input_hw is not None:
         decoded = decode_jpeg_for_input(data, (height, width), input_hw)
     else:

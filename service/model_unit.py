@@ -15,6 +15,7 @@ import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -25,16 +26,18 @@ from service.batch_exec import (
     Encoded,
     ItemOutput,
     Prepared,
+    device_decode_capable,
     item_output,
     resolve_decode_mode,
 )
 from service.batcher import DynamicBatcher, QueuedItem
+from service.bundles import ConfigError
 from service.engine import DetectOptions, DetectResult, ModelInfo, StageTiming
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded, ServiceError
 from service.imaging import ImageInput
 from service.metrics import Metrics
 from service.options import OptionResolver, ResolvedOptions
-from service.predictor_api import Predictor
+from service.predictor_api import DeviceDecoding, Predictor
 from service.settings import Settings
 from service.stats import REASON_BACKEND, REASON_CANCELED, REASON_OTHER, REASON_REJECTED, ModelStatistics
 from service.watchdog import RuntimeHealth
@@ -79,16 +82,22 @@ class ModelUnit:
         self.pool = pool
         self.latency = latency  # the idle-latency session (CPU), outside the pool: only the direct path uses it
         self._latency_busy = False
-        self.decode_mode = resolve_decode_mode(settings.decode_mode, settings.devices)
+        first: Predictor = pool.workers[0].predictor
+        try:  # an explicit decode mode the model cannot run is refused at load, never at request time
+            self.decode_mode = resolve_decode_mode(settings.decode_mode, settings.devices, device_decode_capable(first))
+            if self.decode_mode == "device":
+                self._build_device_pipelines(settings.max_image_pixels)
+        except BaseException:
+            self.close()  # the caller never gets the unit: stop its instances' threads here
+            raise
         self._decode_pool = decode_pool
         self.metrics = metrics
         self.load_seconds = load_s
         self.stats = ModelStatistics()
         self.inflight = 0  # admitted and not yet answered
-        first: Predictor = pool.workers[0].predictor
         self.options = OptionResolver(info.name, first, info.class_names)
         self.executor = BatchExecutor(
-            first, settings.max_image_pixels, decode_pool, metrics.decode, settings.reduced_decode
+            first, settings.max_image_pixels, decode_pool, metrics.decode, settings.reduced_decode, self.decode_mode
         )
         # This model's series, resolved once (``labels`` is a locked dict lookup per call).
         self._expired = metrics.expired.labels(info.name)
@@ -107,6 +116,15 @@ class ModelUnit:
             eager_dispatch=settings.eager_dispatch,
             on_expired=lambda item: self._expired.inc(),  # the failure is recorded where the await raises
         )
+
+    def _build_device_pipelines(self, max_image_pixels: int) -> None:
+        """Each instance's device pipeline, built now: it loads the bundle's ``preprocess.pt``, and a bundle that
+        cannot give one is a ``ConfigError`` at load instead of a failure on the first request."""
+        for worker in (*self.pool.workers, *([self.latency] if self.latency is not None else [])):
+            try:
+                cast(DeviceDecoding, worker.predictor).device_pipeline(max_image_pixels)
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise ConfigError(f"decode mode device: {type(exc).__name__}: {exc}") from exc
 
     @property
     def name(self) -> str:
@@ -156,7 +174,7 @@ class ModelUnit:
         self, image: ImageInput, options: ResolvedOptions, deadline_s: float, ticket: Ticket
     ) -> ItemOutput:
         payload: Prepared | Encoded
-        if self.decode_mode == "batch":
+        if self.decode_mode in ("batch", "device"):
             payload = Encoded(image, options)  # the worker decodes it with its batch
         else:
             loop = asyncio.get_running_loop()

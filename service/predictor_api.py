@@ -8,7 +8,7 @@ Structural (``Protocol``) so the service needs no import of ``model`` to type ag
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -83,4 +83,29 @@ class Predictor(Protocol):
 
     def warmup(self, batch_sizes: Iterable[int] | None = None) -> None:
         """Run each batch size once."""
+        ...
+
+
+class DevicePipeline(Protocol):
+    """Decode and letterbox next to the model (``model.device_pipeline.DevicePipeline``; decode mode ``device``).
+    Images are opaque device tensors to the service."""
+
+    def decode(self, images: Sequence[bytes]) -> list[Any]:
+        """Encoded images -> RGB ``[H, W, 3]`` uint8 device tensors, or each undecodable image's ``ValueError``."""
+        ...
+
+    def upload(self, image: np.ndarray, channel_order: str = "bgr") -> Any:
+        """A host uint8 ``[H, W, 3]`` array -> an RGB device tensor."""
+        ...
+
+    def infer(self, images: list[Any]) -> tuple[RawOutput, list[float]]:
+        """Device images -> the batch's raw result and each image's letterbox scale ``r``."""
+        ...
+
+
+class DeviceDecoding(Protocol):
+    """A predictor that can decode and letterbox on its own device (TorchScript bundles)."""
+
+    def device_pipeline(self, max_pixels: int | None = None) -> DevicePipeline:
+        """This instance's pipeline, created on first use and kept (used on the instance's thread only)."""
         ...

@@ -172,11 +172,14 @@ class Settings(BaseSettings):
         "early would be smaller); a queued batch keeps its place, so an urgent request may wait behind it",
     )
     decode_threads: int = Field(2, ge=1, description="threads decoding and preprocessing images")
-    decode_mode: Literal["auto", "pool", "batch"] = Field(
+    decode_mode: Literal["auto", "pool", "batch", "device"] = Field(
         "auto",
         description="where images are decoded: pool = in the decode threads before queueing, overlapping "
         "inference (accelerators); batch = by the instance, for its whole batch, just before inferring (CPUs, "
-        "where decoding and inference would contend for the same cores); auto = batch on CPU, pool otherwise",
+        "where decoding and inference would contend for the same cores); device = the instance checks each "
+        "image's header on the host, then decodes (nvJPEG on CUDA, full resolution) and letterboxes its batch on "
+        "the model's device (TorchScript bundles only); auto = device when every device is CUDA and the "
+        "instances run TorchScript, else batch on CPU, pool otherwise",
     )
     reduced_decode: bool = Field(
         True,
