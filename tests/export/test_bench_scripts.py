@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -110,3 +111,23 @@ def test_gpu_e2e_bench_runs_every_section_on_the_cpu() -> None:
         assert re.search(rf"^{path}\s+2\s+{NUMBER}\s+{NUMBER}x$", out, re.MULTILINE), out
     for path in ("host decode \\(Predictor\\)", "device pipeline"):
         assert re.search(rf"^{path}\s+2\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out, re.MULTILINE), out
+
+
+def test_peers_bench_serves_the_same_model_three_ways_and_compares(tiny_bundle: Path, tmp_path: Path) -> None:
+    # Ours, FastAPI + ONNX Runtime and LitServe + ONNX Runtime on the same model.onnx, measured alternately.
+    results = tmp_path / "peers.json"
+    out = run_script(
+        "bench/peers.py", "--bundle", str(tiny_bundle), "--concurrency", "1,2", "--duration-s", "0.5",
+        "--warmup-s", "0.2", "--rounds", "1", "--json", str(results),
+    )  # fmt: skip
+    for server in ("yoloxpai", "fastapi\\+ort", "litserve\\+ort"):
+        assert re.search(rf"^  {server}\s+\d+ detections", out, re.MULTILINE), out  # each answered the image
+        for c in (1, 2):
+            assert re.search(rf"^{server}\s+{c}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+0$", out, re.MULTILINE), out
+    for peer in ("fastapi\\+ort", "litserve\\+ort"):
+        assert re.search(rf"^{peer}\s+2\s+{NUMBER}x\s+{NUMBER}x$", out, re.MULTILINE), out
+    rows = json.loads(results.read_text())["rows"]
+    assert {(r["server"], r["concurrency"]) for r in rows} == {
+        (s, c) for s in ("yoloxpai", "fastapi+ort", "litserve+ort") for c in (1, 2)
+    }
+    assert all(r["img_s"] > 0 and r["errors"] == 0 for r in rows)
