@@ -53,9 +53,16 @@ def _round_ms_per_image(predictor: Predictor, batch: np.ndarray) -> float:
     return (time.perf_counter() - start) * 1e3 / (runs * batch.shape[0])
 
 
-def measure_backends(candidates: list[tuple[str, str]], load: Callable[[str], Predictor], batch: int) -> BackendChoice:
+def measure_backends(
+    candidates: list[tuple[str, str]],
+    load: Callable[[str], Predictor],
+    batch: int,
+    instances: dict[str, int] | None = None,
+) -> BackendChoice:
     """Time every ``(backend, precision)`` candidate at ``batch`` images; the fastest per image wins (ties: the
-    earlier candidate, i.e. the preference order). ``load(backend)`` builds a predictor as an instance would."""
+    earlier candidate, i.e. the preference order). ``load(backend)`` builds a predictor as one of its instances
+    would be; ``instances[backend]``: how many such instances would share the work (one 1-thread ONNX Runtime
+    session per core against one OpenVINO session on every core), dividing its time per image."""
     if len(candidates) == 1:
         return BackendChoice(*candidates[0])
     predictors = {candidate: load(candidate[0]) for candidate in candidates}
@@ -70,6 +77,8 @@ def measure_backends(candidates: list[tuple[str, str]], load: Callable[[str], Pr
                 best[candidate] = min(best[candidate], _round_ms_per_image(predictor, images))
     finally:
         predictors.clear()  # the measuring instances are freed; the served ones are loaded afresh
+    for candidate in candidates:
+        best[candidate] /= (instances or {}).get(candidate[0], 1)
     winner = min(candidates, key=lambda c: best[c])
     timings = {f"{b}/{p}": round(ms, 3) for (b, p), ms in best.items()}
     return BackendChoice(winner[0], winner[1], batch, timings)

@@ -47,7 +47,7 @@ def tune_batch_size(
     return min(size for size, rate in rates.items() if rate >= 0.95 * best), rates
 
 
-def choose_backend(spec: BundleSpec, settings: Settings, plans: dict, loader: PredictorLoader) -> BackendChoice | None:
+def choose_backend(spec: BundleSpec, settings: Settings, loader: PredictorLoader) -> BackendChoice | None:
     """With ``--backend auto``, the runtime (and precision) to serve, measured on the first device with its batch
     instances' threads when there is more than one candidate; None: load as configured. Blocking."""
     if settings.backend != "auto":
@@ -62,9 +62,14 @@ def choose_backend(spec: BundleSpec, settings: Settings, plans: dict, loader: Pr
     if not candidates:  # only unmeasured reduced-precision artifacts: served as exported, as before the gate
         log.warning("bundle %s: no fp32 or accuracy-gated artifact for %s; serving it as exported", spec.path, device)
         return None
-    plan = plans[device]
+    own = {backend: plan_instances(settings, device, backend=backend) for backend, _ in candidates}
     batch = max(1, min(settings.max_batch_size, 8))  # the sizes a loaded CPU server batches to, bounded load time
-    choice = measure_backends(candidates, lambda b: loader(spec.path, b, device, plan.threads, plan.spin), batch)
+    choice = measure_backends(
+        candidates,
+        lambda b: loader(spec.path, b, device, own[b].threads, own[b].spin),
+        batch,
+        instances={backend: plan.instances for backend, plan in own.items()},
+    )
     log.info("backend for %s: %s", spec.path, choice.describe())
     return choice
 
@@ -77,9 +82,10 @@ async def load_model_unit(
     workers: list[Worker] = []
     latency: Worker | None = None
     latency_note = ""  # for the log line
-    plans = {device: plan_instances(settings, device) for device in settings.devices}
-    choice = await asyncio.to_thread(choose_backend, spec, settings, plans, loader)
+    choice = await asyncio.to_thread(choose_backend, spec, settings, loader)
     backend = settings.backend if choice is None else choice.backend
+    # each runtime's own layout (OpenVINO: one instance with every core)
+    plans = {device: plan_instances(settings, device, backend=backend) for device in settings.devices}
     try:  # a bundle that fails to load or warm up leaves no worker thread behind
         for device, plan in plans.items():
             for index in range(plan.instances):

@@ -66,6 +66,9 @@ def test_the_fastest_candidate_wins_measured_in_alternating_rounds() -> None:
     assert choice.ms_per_image["slow/fp32"] >= 4.0 / 2  # 4 ms per batch of 2 at least
     single = measure_backends([("only", "fp32")], load, batch=2)
     assert (single.backend, single.ms_per_image) == ("only", {}) and loaded == ["slow", "fast"]  # nothing timed
+    # four 1-thread sessions of "slow" share the work: per image it is then the faster of the two
+    shared = measure_backends([("slow", "fp32"), ("fast", "bf16")], load, batch=2, instances={"slow": 4})
+    assert shared.backend == "slow" and shared.ms_per_image["slow/fp32"] < shared.ms_per_image["fast/bf16"]
 
 
 @pytest.mark.parametrize(("precision", "expected"), [("auto", None), ("fp32", "onnxruntime")])
