@@ -120,6 +120,11 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT."""
     import asyncio
 
+    # OpenVINO forks helper processes while it loads a model; with gRPC already running, grpc-core's fork handlers
+    # then write "skipping fork() handlers" to stderr (a non-JSON line in JSON logs). The server never forks a
+    # process that uses gRPC, so it needs none of them. Set before grpc loads; an explicit value is kept.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
     from pydantic import ValidationError
 
     try:

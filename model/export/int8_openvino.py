@@ -18,7 +18,6 @@ import numpy as np
 from model.config import InputConvention
 from model.letterbox import preprocess_image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_CALIBRATION_COUNT = 300  # NNCF's own default subset size
 # Node-name patterns NNCF must leave in fp32 (ONNX names as torch.onnx writes them from the EndToEnd module).
 KEEP_FP32_PATTERNS = (r".*_preds.*", r"^(?!/net/model/).*")
@@ -26,14 +25,10 @@ KEEP_FP32_PATTERNS = (r".*_preds.*", r"^(?!/net/model/).*")
 
 def calibration_files(folder: str | Path, count: int) -> list[Path]:
     """The first ``count`` images under ``folder`` (recursively, sorted by path): a plain folder of images or a
-    COCO-format folder (its ``val2017``/``train2017``/``images`` are found the same way)."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise ValueError(f"calibration data {root} is not a directory")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
-    return files[:count]
+    COCO-format folder; the same image search as the BatchNorm calibration (``model.bn_unfold.find_images``)."""
+    from model.bn_unfold import find_images  # imports torch: only when an export quantises
+
+    return find_images(folder, count)
 
 
 def calibration_inputs(
