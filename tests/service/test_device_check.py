@@ -4,6 +4,8 @@ bundle loads (``service.cli.check_devices``), and the driver probe behind it rea
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +100,23 @@ def test_serve_exits_2_with_one_line_when_no_gpu_is_visible(tmp_path: Path) -> N
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("yoloxpai serve: device cuda:0 requested but no CUDA GPU is visible")
+
+
+def test_json_logs_stay_json_when_openvino_loads(tiny_bundle: Path) -> None:
+    # OpenVINO forks while it loads; grpc-core's fork handlers used to print a plain-text warning on stderr.
+    command = [sys.executable, "-m", "yoloxpai.cli", "serve", "--bundle", str(tiny_bundle), "--backend", "openvino",
+               "--http-port", "0", "--grpc-port", "0", "--log-format", "json"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if '" ready: ' in line or "ready:" in line:
+                break
+    finally:
+        proc.terminate()
+        lines += proc.communicate(timeout=60)[1].splitlines(keepends=True)
+    assert any("ready" in line for line in lines), lines
+    for line in lines:
+        json.loads(line)  # every stderr line is one JSON object
