@@ -98,6 +98,22 @@ def resolve_decode_mode(setting: str, devices: tuple[str, ...], device_capable: 
     return "batch" if all(d == "cpu" for d in devices) else "pool"
 
 
+def decode_mode_for(
+    setting: str, devices: tuple[str, ...], instances: list[Predictor], max_image_pixels: int
+) -> DecodeMode:
+    """``resolve_decode_mode`` for a model's instances; in mode ``device`` each instance's pipeline is built now (it
+    loads the bundle's ``preprocess.pt``), so a bundle that cannot give one is a ``ConfigError`` at load instead of a
+    failure on the first request."""
+    mode = resolve_decode_mode(setting, devices, device_decode_capable(instances[0]))
+    if mode == "device":
+        for predictor in instances:
+            try:
+                cast(DeviceDecoding, predictor).device_pipeline(max_image_pixels)
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise ConfigError(f"decode mode device: {type(exc).__name__}: {exc}") from exc
+    return mode
+
+
 def run_batch(predictor: Predictor, payloads: list[Prepared]) -> BatchOutput:
     """Stack, infer and postprocess one batch. Runs on the worker's thread."""
     t0 = time.perf_counter_ns()

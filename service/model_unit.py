@@ -15,7 +15,6 @@ import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 
@@ -26,18 +25,16 @@ from service.batch_exec import (
     Encoded,
     ItemOutput,
     Prepared,
-    device_decode_capable,
+    decode_mode_for,
     item_output,
-    resolve_decode_mode,
 )
 from service.batcher import DynamicBatcher, QueuedItem
-from service.bundles import ConfigError
 from service.engine import DetectOptions, DetectResult, ModelInfo, StageTiming
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded, ServiceError
 from service.imaging import ImageInput
 from service.metrics import Metrics
 from service.options import OptionResolver, ResolvedOptions
-from service.predictor_api import DeviceDecoding, Predictor
+from service.predictor_api import Predictor
 from service.settings import Settings
 from service.stats import REASON_BACKEND, REASON_CANCELED, REASON_OTHER, REASON_REJECTED, ModelStatistics
 from service.watchdog import RuntimeHealth
@@ -84,9 +81,10 @@ class ModelUnit:
         self._latency_busy = False
         first: Predictor = pool.workers[0].predictor
         try:  # an explicit decode mode the model cannot run is refused at load, never at request time
-            self.decode_mode = resolve_decode_mode(settings.decode_mode, settings.devices, device_decode_capable(first))
-            if self.decode_mode == "device":
-                self._build_device_pipelines(settings.max_image_pixels)
+            instances = [w.predictor for w in (*pool.workers, *([latency] if latency is not None else []))]
+            self.decode_mode = decode_mode_for(
+                settings.decode_mode, settings.devices, instances, settings.max_image_pixels
+            )
         except BaseException:
             self.close()  # the caller never gets the unit: stop its instances' threads here
             raise
@@ -116,15 +114,6 @@ class ModelUnit:
             eager_dispatch=settings.eager_dispatch,
             on_expired=lambda item: self._expired.inc(),  # the failure is recorded where the await raises
         )
-
-    def _build_device_pipelines(self, max_image_pixels: int) -> None:
-        """Each instance's device pipeline, built now: it loads the bundle's ``preprocess.pt``, and a bundle that
-        cannot give one is a ``ConfigError`` at load instead of a failure on the first request."""
-        for worker in (*self.pool.workers, *([self.latency] if self.latency is not None else [])):
-            try:
-                cast(DeviceDecoding, worker.predictor).device_pipeline(max_image_pixels)
-            except (OSError, RuntimeError, ValueError) as exc:
-                raise ConfigError(f"decode mode device: {type(exc).__name__}: {exc}") from exc
 
     @property
     def name(self) -> str:
