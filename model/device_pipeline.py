@@ -59,6 +59,7 @@ class DevicePipeline:
         on_cuda = self.device.startswith("cuda")
         self.gpu_decode = gpu_decode if gpu_decode is not None else (nvjpeg_decoder() if on_cuda else None)
         self.max_pixels = max_pixels
+        self.warm = False  # set by a server once it has run the pipeline (its first letterbox picks kernels)
 
     def _host_decode(self, data: bytes):
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

@@ -101,14 +101,19 @@ def resolve_decode_mode(setting: str, devices: tuple[str, ...], device_capable: 
 def decode_mode_for(
     setting: str, devices: tuple[str, ...], instances: list[Predictor], max_image_pixels: int
 ) -> DecodeMode:
-    """``resolve_decode_mode`` for a model's instances; in mode ``device`` each instance's pipeline is built now (it
-    loads the bundle's ``preprocess.pt``), so a bundle that cannot give one is a ``ConfigError`` at load instead of a
-    failure on the first request."""
+    """``resolve_decode_mode`` for a model's instances; in mode ``device`` each instance's pipeline is built and run
+    once now (it loads the bundle's ``preprocess.pt``; the first letterbox on a GPU selects its kernels), so a bundle
+    that cannot give one is a ``ConfigError`` at load and the first request pays nothing extra. Blocking: the
+    loader runs it off the event loop first, after which this is a cache lookup."""
     mode = resolve_decode_mode(setting, devices, device_decode_capable(instances[0]))
     if mode == "device":
         for predictor in instances:
             try:
-                cast(DeviceDecoding, predictor).device_pipeline(max_image_pixels)
+                pipeline = cast(DeviceDecoding, predictor).device_pipeline(max_image_pixels)
+                if not pipeline.warm:
+                    h, w = predictor.meta.input_hw
+                    pipeline.infer([pipeline.upload(np.zeros((h, w, 3), np.uint8), "bgr")])
+                    pipeline.warm = True
             except (OSError, RuntimeError, ValueError) as exc:
                 raise ConfigError(f"decode mode device: {type(exc).__name__}: {exc}") from exc
     return mode

@@ -13,6 +13,7 @@ from concurrent.futures import Executor
 import numpy as np
 
 from service.backend_choice import BackendChoice, measure_backends
+from service.batch_exec import decode_mode_for
 from service.bundles import BundleSpec, ConfigError, PredictorLoader, backend_candidates, model_version
 from service.engine import ModelInfo
 from service.instance_plan import plan_instances
@@ -103,6 +104,11 @@ async def load_model_unit(
         await pool.run_each(lambda w: w.predictor.warmup(list(range(1, max_batch + 1))))
         if latency is not None:
             await latency.run(latency.predictor.warmup, [1])  # the direct path runs single images only
+        # device decode: pipelines built and warmed here, off the event loop (the ModelUnit then finds them ready)
+        every = [w.predictor for w in (*workers, *([latency] if latency is not None else []))]
+        await asyncio.to_thread(
+            decode_mode_for, settings.decode_mode, settings.devices, every, settings.max_image_pixels
+        )
         if settings.tune_batch_size and max_batch > 1:
             max_batch, rates = await workers[0].run(tune_batch_size, workers[0].predictor, max_batch)
             log.info(

@@ -90,6 +90,8 @@ class DevicePipeline(Protocol):
     """Decode and letterbox next to the model (``model.device_pipeline.DevicePipeline``; decode mode ``device``).
     Images are opaque device tensors to the service."""
 
+    warm: bool  # it has run once (the server runs it at load)
+
     def decode(self, images: Sequence[bytes]) -> list[Any]:
         """Encoded images -> RGB ``[H, W, 3]`` uint8 device tensors, or each undecodable image's ``ValueError``."""
         ...
