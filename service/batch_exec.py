@@ -104,7 +104,7 @@ def decode_mode_for(
     """``resolve_decode_mode`` for a model's instances; in mode ``device`` each instance's pipeline is built and run
     once now (it loads the bundle's ``preprocess.pt``; the first letterbox on a GPU selects its kernels), so a bundle
     that cannot give one is a ``ConfigError`` at load and the first request pays nothing extra. Blocking: the
-    loader runs it off the event loop first, after which this is a cache lookup."""
+    loader runs it off the event loop."""
     mode = resolve_decode_mode(setting, devices, device_decode_capable(instances[0]))
     if mode == "device":
         for predictor in instances:

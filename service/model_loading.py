@@ -104,9 +104,10 @@ async def load_model_unit(
         await pool.run_each(lambda w: w.predictor.warmup(list(range(1, max_batch + 1))))
         if latency is not None:
             await latency.run(latency.predictor.warmup, [1])  # the direct path runs single images only
-        # device decode: pipelines built and warmed here, off the event loop (the ModelUnit then finds them ready)
+        # an explicit decode mode the model cannot run is refused here, at load; device decode's pipelines are
+        # built and warmed here too, off the event loop
         every = [w.predictor for w in (*workers, *([latency] if latency is not None else []))]
-        await asyncio.to_thread(
+        decode_mode = await asyncio.to_thread(
             decode_mode_for, settings.decode_mode, settings.devices, every, settings.max_image_pixels
         )
         if settings.tune_batch_size and max_batch > 1:
@@ -152,4 +153,4 @@ async def load_model_unit(
         max_batch,
         load_s,
     )
-    return ModelUnit(info, pool, settings, metrics, load_s, decode_pool, latency)
+    return ModelUnit(info, pool, settings, metrics, load_s, decode_pool, latency, decode_mode)

@@ -22,10 +22,10 @@ from service.batch_exec import (
     NOTHING_RAN,
     BatchExecutor,
     BatchOutput,
+    DecodeMode,
     Encoded,
     ItemOutput,
     Prepared,
-    decode_mode_for,
     item_output,
 )
 from service.batcher import DynamicBatcher, QueuedItem
@@ -74,20 +74,14 @@ class ModelUnit:
         load_s: float,
         decode_pool: Executor,
         latency: Worker | None = None,
+        decode_mode: DecodeMode = "pool",
     ) -> None:
         self.info = info
         self.pool = pool
         self.latency = latency  # the idle-latency session (CPU), outside the pool: only the direct path uses it
         self._latency_busy = False
         first: Predictor = pool.workers[0].predictor
-        try:  # an explicit decode mode the model cannot run is refused at load, never at request time
-            instances = [w.predictor for w in (*pool.workers, *([latency] if latency is not None else []))]
-            self.decode_mode = decode_mode_for(
-                settings.decode_mode, settings.devices, instances, settings.max_image_pixels
-            )
-        except BaseException:
-            self.close()  # the caller never gets the unit: stop its instances' threads here
-            raise
+        self.decode_mode = decode_mode  # resolved by the loader (service.batch_exec.decode_mode_for)
         self._decode_pool = decode_pool
         self.metrics = metrics
         self.load_seconds = load_s
