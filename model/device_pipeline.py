@@ -14,10 +14,9 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
-from model.image_decode import is_jpeg
+from model.image_decode import decode_full, is_jpeg
 from model.predictor import Detections, Predictor
 from model.runtime import RawOutput
 
@@ -62,10 +61,10 @@ class DevicePipeline:
         self.warm = False  # set by a server once it has run the pipeline (its first letterbox picks kernels)
 
     def _host_decode(self, data: bytes):
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
+        decoded = decode_full(data)  # the host path's own full-resolution decode (EXIF orientation applied)
+        if decoded is None:
             raise ValueError("cannot decode image bytes (not a supported image format, or truncated)")
-        return self.upload(image, "bgr")
+        return self.upload(decoded.image, "bgr")
 
     def upload(self, image: np.ndarray, channel_order: str = "bgr"):
         """A host uint8 ``[H, W, 3]`` array in ``channel_order`` -> an RGB device tensor (RGB like nvJPEG's output,
