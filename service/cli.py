@@ -135,11 +135,6 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     from service.bundles import ConfigError
 
-    try:
-        check_devices(settings.devices)
-    except ConfigError as exc:
-        print(f"yoloxpai serve: {exc}", file=sys.stderr)
-        return 2
     if settings.engine_cache is not None:  # the TensorRT engine cache reads the variable, whichever set it
         os.environ["YOLOXPAI_ENGINE_CACHE"] = str(settings.engine_cache)
     import cv2
@@ -152,12 +147,10 @@ def run(args: argparse.Namespace) -> int:
     # inference runtime's threads for the same cores (its intra-op barriers stall on every preempted thread).
     cv2.setNumThreads(1)
     try:
+        check_devices(settings.devices)  # before anything loads
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             code = runner.run(serve(settings))
-    except ConfigError as exc:
-        print(f"yoloxpai serve: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # port in use, unreadable TLS files, ...
+    except (ConfigError, OSError) as exc:  # OSError: port in use, unreadable TLS files, ...
         print(f"yoloxpai serve: {exc}", file=sys.stderr)
         return 2
     exit_past_hung_threads(code)
