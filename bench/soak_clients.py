@@ -225,15 +225,23 @@ def classify_grpc(code: grpc.StatusCode, details: str | None, trailing_metadata:
     return Result(f"error: gRPC {code.name}", details)
 
 
+# How far before the client's deadline a CANCELLED may come and still be the server's deadline: grpc-core dates a
+# call's deadline from the server's clock as cached when it parsed the headers, which lags "now" by the time it has
+# spent in that batch of reads (milliseconds, more on a saturated machine).
+DEADLINE_SLACK = 0.05
+
+
 def at_deadline(result: Result, elapsed_s: float, timeout_s: float) -> Result:
-    """``result`` of a unary call that ran ``elapsed_s`` with ``timeout_s``; CUT (CANCELLED) at or past the deadline
-    is DEADLINE. The server's gRPC layer cancels a call when the deadline it read from ``grpc-timeout`` passes
-    (RST_STREAM CANCEL); on a loaded client that frame can be read before the client's own deadline timer runs, and
-    grpc-core then reports CANCELLED instead of DEADLINE_EXCEEDED (grpc-go maps that race the same way, grpc-go#2211).
-    The server's deadline starts when the request arrives, so this race cannot end a call before ``timeout_s``."""
-    if result.outcome == CUT and result.detail != "Cancelling all calls" and elapsed_s >= timeout_s:
-        return Result(DEADLINE, f"{result.detail} at the deadline ({elapsed_s * 1000:.0f} ms)")
-    return result
+    """``result`` of a unary call that ran ``elapsed_s`` with ``timeout_s``; CUT (CANCELLED) at the deadline is
+    DEADLINE. The server's gRPC layer cancels a call when the deadline it read from ``grpc-timeout`` passes
+    (RST_STREAM CANCEL); that frame can be read before the client's own deadline timer runs, and grpc-core then
+    reports CANCELLED instead of DEADLINE_EXCEEDED (grpc-go maps that race the same way, grpc-go#2211). The
+    server's deadline can be up to ``DEADLINE_SLACK`` x ``timeout_s`` early (see there); any CUT keeps its elapsed
+    time in its detail, so a report tells a cut at the deadline from one long before it."""
+    if result.outcome != CUT or result.detail == "Cancelling all calls":
+        return result
+    outcome = DEADLINE if elapsed_s >= timeout_s * (1.0 - DEADLINE_SLACK) else CUT
+    return Result(outcome, f"{result.detail} after {elapsed_s * 1000:.0f} ms (deadline {timeout_s * 1000:.0f} ms)")
 
 
 @dataclass
