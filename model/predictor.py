@@ -397,6 +397,18 @@ class Predictor:
         self.resolve_options(score_threshold, max_detections)  # fail before any work
         decode_hw = self.meta.input_hw if reduced_decode else None
         loaded = [load_image(image, channel_order, decode_hw) for image in images]
+        return self.predict_decoded(loaded, score_threshold, max_detections, class_ids)
+
+    def predict_decoded(
+        self,
+        loaded: Sequence[tuple[Decoded, str]],
+        score_threshold: float | None = None,
+        max_detections: int | None = None,
+        class_ids: Iterable[int] | None = None,
+    ) -> list[Detections]:
+        """``predict`` on images already decoded by :func:`load_image` (with its channel order): boxes in each
+        image's original pixels, whatever reduction it was decoded at."""
+        self.resolve_options(score_threshold, max_detections)
         if not loaded:
             return []
         prepared = [self.preprocess(decoded.image, order) for decoded, order in loaded]

@@ -77,9 +77,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace, bundle: str) -> int:
-    """Predict in batches, print, draw (bad options raise ``ValueError``)."""
+    """Predict in batches, print, draw (bad options raise ``ValueError``). JPEGs the letterbox shrinks 2x or more
+    decode at 1/2, 1/4 or 1/8 as in the server (boxes in original pixels); ``--save-dir`` draws on a full decode."""
+    import cv2
+
     from model.drawing import draw_detections
-    from model.predictor import Predictor
+    from model.predictor import Predictor, load_image
 
     predictor = Predictor.from_bundle(bundle, backend=args.backend, device=args.device, spin=True)
     predictor.resolve_options(args.score_threshold, args.max_detections)
@@ -92,19 +95,18 @@ def predict(args: argparse.Namespace, bundle: str) -> int:
         save_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     for start in range(0, len(paths), args.batch_size):
-        chunk = paths[start : start + args.batch_size]
-        import cv2
-
-        images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in chunk]
-        readable = [(p, im) for p, im in zip(chunk, images, strict=True) if im is not None]
-        for p, im in zip(chunk, images, strict=True):
-            if im is None:
-                print(f"error: cannot read image {p}")
+        readable = []
+        for path in paths[start : start + args.batch_size]:
+            try:
+                readable.append((path, load_image(path, "bgr", predictor.meta.input_hw)))
+            except ValueError:
+                print(f"error: cannot read image {path}")
                 failures += 1
         if not readable:
             continue
-        results = predictor.predict([im for _, im in readable], "bgr", args.score_threshold, args.max_detections)
-        for (path, image), det in zip(readable, results, strict=True):
+        results = predictor.predict_decoded([loaded for _, loaded in readable], args.score_threshold,
+                                            args.max_detections)  # fmt: skip
+        for (path, (decoded, _)), det in zip(readable, results, strict=True):
             if args.json:
                 print(json.dumps({"image": str(path), **det.to_dict()}))
             else:
@@ -112,5 +114,6 @@ def predict(args: argparse.Namespace, bundle: str) -> int:
                 for box, score, name in zip(det.boxes_xyxy, det.scores, det.class_names, strict=True):
                     print(f"  {name:<16} {score:.3f}  [{', '.join(f'{v:.1f}' for v in box)}]")
             if save_dir:
-                cv2.imwrite(str(save_dir / path.name), draw_detections(image, det))
+                full = decoded.image if decoded.reduction == 1 else cv2.imread(str(path), cv2.IMREAD_COLOR)
+                cv2.imwrite(str(save_dir / path.name), draw_detections(full, det))
     return 1 if failures else 0
