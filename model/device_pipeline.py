@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from model.image_decode import decode_full, is_jpeg
+from model.image_decode import decode_full, is_jpeg, jpeg_orientation
 from model.predictor import Detections, Predictor
 from model.runtime import RawOutput
 
@@ -32,9 +32,20 @@ def nvjpeg_decoder() -> GpuDecode | None:
         return None
 
     def decode(data: list[Any], device: str) -> list[Any]:
-        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+        # as stored: the CUDA decoder ignores EXIF orientation (``apply_exif_orientation`` is for the CPU one)
+        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=False))
 
     return decode
+
+
+def orient(image: Any, orientation: int) -> Any:
+    """An ``[H, W, C]`` tensor as stored -> as displayed under EXIF ``orientation`` (1-8), as OpenCV's decode
+    gives it: 2 mirrors, 3 turns 180 degrees, 4 flips, 5 transposes, 6 turns 90 clockwise, 7 transposes across the
+    other diagonal, 8 turns 90 counter-clockwise. Views where torch allows (flips copy)."""
+    if orientation in (5, 6, 7, 8):
+        image = image.transpose(0, 1)
+    dims = {2: (1,), 3: (0, 1), 4: (0,), 6: (1,), 7: (0, 1), 8: (0,)}.get(orientation)
+    return image.flip(dims) if dims else image
 
 
 class DevicePipeline:
@@ -77,9 +88,9 @@ class DevicePipeline:
         return self._torch.from_numpy(rgb).to(self.device, non_blocking=True)
 
     def decode(self, images: Sequence[bytes]) -> list[Any]:
-        """Encoded images -> RGB uint8 ``[H, W, 3]`` tensors on the device, or the ``ValueError`` of each image
-        that cannot be decoded. JPEGs go through ``gpu_decode`` in one call; one it refuses is decoded alone and,
-        failing that, on the host."""
+        """Encoded images -> RGB uint8 ``[H, W, 3]`` tensors on the device, EXIF orientation applied as on the host,
+        or the ``ValueError`` of each image that cannot be decoded. JPEGs go through ``gpu_decode`` in one call; one
+        it refuses is decoded alone and, failing that, on the host."""
         torch = self._torch
         out: list[Any] = [None] * len(images)
         jpegs = [i for i, data in enumerate(images) if self.gpu_decode is not None and is_jpeg(data)]
@@ -95,7 +106,8 @@ class DevicePipeline:
                     except RuntimeError:
                         decoded.append(None)
             for i, chw in zip(jpegs, decoded, strict=True):
-                out[i] = None if chw is None else chw.permute(1, 2, 0)  # a view: Preprocess permutes it back
+                # a view unless the EXIF orientation turns it: Preprocess permutes it back
+                out[i] = None if chw is None else orient(chw.permute(1, 2, 0), jpeg_orientation(images[i]))
         for i, data in enumerate(images):
             if out[i] is None:
                 try:

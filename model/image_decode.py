@@ -57,6 +57,45 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
     raise ValueError("truncated JPEG: no frame header")
 
 
+def jpeg_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of a JPEG, from its APP1 segment's first IFD; 1 (as stored) when it has none or
+    it cannot be read. OpenCV applies it when decoding; nvJPEG does not, so the device path applies it itself."""
+    i, n = 2, len(data)
+    while i + 4 <= n and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            i += 2
+            continue
+        if marker == 0xDA or marker in _JPEG_SOF:  # EXIF comes before the frame: there is none
+            return 1
+        (length,) = struct.unpack_from(">H", data, i + 2)
+        if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00":
+            return _tiff_orientation(data[i + 10 : i + 2 + length])
+        i += 2 + length
+    return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    # A TIFF header (byte order, 42, offset of IFD0), then IFD0: a count and 12-byte entries (tag, type, count,
+    # value); orientation is tag 0x0112, one SHORT stored in the value's first two bytes.
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    (ifd,) = struct.unpack_from(order + "I", tiff, 4)
+    if ifd + 2 > len(tiff):
+        return 1
+    (count,) = struct.unpack_from(order + "H", tiff, ifd)
+    for entry in range(ifd + 2, min(ifd + 2 + 12 * count, len(tiff) - 11), 12):
+        tag, kind = struct.unpack_from(order + "HH", tiff, entry)
+        if tag == 0x0112:
+            (value,) = struct.unpack_from(order + "H", tiff, entry + 8)
+            return value if kind == 3 and 1 <= value <= 8 else 1
+    return 1
+
+
 def jpeg_reduction(image_hw: tuple[int, int], input_hw: tuple[int, int]) -> int:
     """The largest ``k`` in ``JPEG_SCALINGS`` with ``letterbox_scale * k <= 1``, else 1 (decode in full)."""
     r = letterbox_scale(image_hw, input_hw)

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from model.device_pipeline import DevicePipeline
+from model.device_pipeline import DevicePipeline, orient
 from model.export.parity import compare_detections, parity_images
 from model.letterbox import letterbox_scale
 from model.predictor import Predictor
@@ -66,6 +66,37 @@ def test_gpu_decoder_gets_the_jpegs_in_one_call_and_a_refused_one_falls_back(pre
     reference = DevicePipeline(predictor).detect([*jpegs, png], score_threshold=0.3)
     report = compare_detections(reference, results[:-1])  # the PNG went through the host decoder
     assert report.count_mismatches == 0 and report.max_box_diff_px == 0.0, report
+
+
+def decoded_as_stored(tensors, device):
+    """nvJPEG's behaviour: RGB [3, H, W], EXIF orientation ignored."""
+    import torch
+
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    images = [cv2.imdecode(t.numpy(), flags)[:, :, ::-1] for t in tensors]
+    return [torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(device) for image in images]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_device_decode_applies_exif_orientation_as_the_host_does(predictor: Predictor, orientation: int) -> None:
+    from tests.model.jpeg_samples import structured_image, with_exif_orientation
+
+    data = with_exif_orientation(cv2.imencode(".jpg", structured_image(48, 80))[1].tobytes(), orientation)
+    host = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]  # OpenCV applies EXIF
+    [device] = DevicePipeline(predictor, gpu_decode=decoded_as_stored).decode([data])
+    assert tuple(device.shape) == host.shape  # quarter turns swap height and width
+    np.testing.assert_array_equal(device.numpy(), host)
+
+
+def test_orient_turns_a_tensor_as_exif_says() -> None:
+    import torch
+
+    image = torch.arange(6).reshape(2, 3, 1)  # [[0, 1, 2], [3, 4, 5]]
+    turned = {o: orient(image, o)[..., 0].tolist() for o in range(1, 9)}
+    assert turned[1] == [[0, 1, 2], [3, 4, 5]]
+    assert turned[3] == [[5, 4, 3], [2, 1, 0]]
+    assert turned[6] == [[3, 0], [4, 1], [5, 2]]  # 90 degrees clockwise
+    assert turned[8] == [[2, 5], [1, 4], [0, 3]]  # 90 degrees counter-clockwise
 
 
 def test_oversized_images_and_bad_options_are_refused(predictor: Predictor) -> None:

@@ -78,3 +78,27 @@ def test_tensorrt_engine_matches_eager(tmp_path) -> None:
 
         raw = predictor.infer(np.zeros((b, 3, *predictor.meta.input_hw), np.float32))
         assert raw.num_dets.shape == (b,)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_nvjpeg_decode_of_a_rotated_photo_matches_the_host(orientation: int) -> None:
+    """nvJPEG ignores EXIF orientation; ``model.device_pipeline`` applies it, so a phone photo held sideways is
+    letterboxed the way the host path sees it (same shape, pixels within the two decoders' rounding)."""
+    import cv2
+    import numpy as np
+
+    from model.device_pipeline import nvjpeg_decoder, orient
+    from model.image_decode import jpeg_orientation
+    from tests.model.jpeg_samples import structured_image, with_exif_orientation
+
+    decode = nvjpeg_decoder()
+    if decode is None:
+        pytest.skip("torchvision does not import here")
+    data = with_exif_orientation(cv2.imencode(".jpg", structured_image(480, 640))[1].tobytes(), orientation)
+    host = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    [chw] = decode([torch.frombuffer(bytearray(data), dtype=torch.uint8)], "cuda:0")
+    device = orient(chw.permute(1, 2, 0), jpeg_orientation(data)).cpu().numpy()
+    assert device.shape == host.shape
+    assert np.abs(device.astype(np.int16) - host).mean() < 2.0

@@ -10,28 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from model.image_decode import Decoded, decode_jpeg_for_input, jpeg_reduction, jpeg_size
-
-
-def structured_image(height: int, width: int) -> np.ndarray:
-    """Smooth gradients with large flat shapes: JPEG keeps it well, and a shifted block grid would show."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    image = np.stack([x / width * 255, y / height * 255, (x + y) / (width + height) * 255], axis=-1).astype(np.uint8)
-    for i in range(6):
-        x0, y0 = 37 + i * width // 7, 23 + i * height // 9
-        cv2.rectangle(image, (x0, y0), (x0 + width // 9, y0 + height // 6), (40 * i % 255, 200, 255 - 30 * i), -1)
-    return image
-
-
-def jpeg(image: np.ndarray, quality: int = 95) -> bytes:
-    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
-
-
-def with_exif_orientation(data: bytes, orientation: int) -> bytes:
-    """``data`` with an APP1 EXIF segment holding only the orientation tag."""
-    ifd = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
-    app1 = b"Exif\x00\x00" + b"II*\x00" + struct.pack("<I", 8) + ifd
-    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:]
+from model.image_decode import Decoded, decode_jpeg_for_input, jpeg_orientation, jpeg_reduction, jpeg_size
+from tests.model.jpeg_samples import jpeg, structured_image, with_exif_orientation
 
 
 @pytest.mark.parametrize(
@@ -78,6 +58,20 @@ def test_exif_rotation_gives_the_rotated_original_size() -> None:
     assert full is not None and full.reduction == 1 and full.original_hw == (1923, 1081)
     assert reduced is not None and reduced.reduction == 4 and reduced.original_hw == (1923, 1081)
     assert reduced.image.shape[:2] == (481, 271)
+
+
+def test_exif_orientation_is_read_from_the_header() -> None:
+    plain = jpeg(structured_image(40, 60))
+    assert jpeg_orientation(plain) == 1  # no EXIF: as stored
+    assert [jpeg_orientation(with_exif_orientation(plain, o)) for o in range(1, 9)] == list(range(1, 9))
+    # big-endian TIFF ("MM"), as many cameras write it
+    ifd = struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, 8, 0) + struct.pack(">I", 0)
+    app1 = b"Exif\x00\x00" + b"MM\x00*" + struct.pack(">I", 8) + ifd
+    assert jpeg_orientation(plain[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + plain[2:]) == 8
+    # out of range, or an EXIF segment cut short: as stored, never an error
+    assert jpeg_orientation(with_exif_orientation(plain, 9)) == 1
+    truncated = b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00II*\x00\xff\xff\x00\x00"
+    assert jpeg_orientation(truncated) == 1 and jpeg_orientation(b"\xff\xd8") == 1
 
 
 def test_undecodable_and_non_jpeg_inputs() -> None:
