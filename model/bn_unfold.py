@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -47,17 +48,25 @@ def find_images(root: str | Path, limit: int = DEFAULT_MAX_IMAGES) -> list[Path]
     return files[:limit]
 
 
-def calibration_batches(
-    files: list[Path], input_hw: tuple[int, int], convention: InputConvention, batch_size: int = 8
-) -> list[Tensor]:
-    """Letterboxed network inputs for ``files`` (unreadable files are skipped), in batches."""
+def letterboxed_images(files: list[Path], input_hw: tuple[int, int], convention: InputConvention) -> list[np.ndarray]:
+    """Network inputs ``float32 [3, H, W]``, letterboxed as the serving path does, for the ``files`` that decode:
+    an unreadable file is skipped (one bad file in a user's folder should not end a calibration), none is an error.
+    The calibrations of both the BatchNorm statistics and INT8 read their images here."""
     inputs = []
     for path in files:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is not None:
-            inputs.append(torch.from_numpy(preprocess_image(image, input_hw, convention)[0]))
+            inputs.append(preprocess_image(image, input_hw, convention)[0])
     if not inputs:
         raise FileNotFoundError(f"calibration images: none of {len(files)} files could be decoded")
+    return inputs
+
+
+def calibration_batches(
+    files: list[Path], input_hw: tuple[int, int], convention: InputConvention, batch_size: int = 8
+) -> list[Tensor]:
+    """Letterboxed network inputs for ``files`` (unreadable files are skipped), in batches."""
+    inputs = [torch.from_numpy(x) for x in letterboxed_images(files, input_hw, convention)]
     return [torch.stack(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
 
 

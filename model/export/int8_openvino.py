@@ -9,14 +9,11 @@ everything outside the network (``/net/model/``): decode, top-k and NMS. The CPU
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from model.config import InputConvention
-from model.letterbox import preprocess_image
 
 DEFAULT_CALIBRATION_COUNT = 300  # NNCF's own default subset size
 # Node-name patterns NNCF must leave in fp32 (ONNX names as torch.onnx writes them from the EndToEnd module).
@@ -31,16 +28,12 @@ def calibration_files(folder: str | Path, count: int) -> list[Path]:
     return find_images(folder, count)
 
 
-def calibration_inputs(
-    files: list[Path], input_hw: tuple[int, int], convention: InputConvention
-) -> Iterator[np.ndarray]:
-    """Network inputs ``float32 [1, 3, H, W]``, letterboxed exactly as the serving path does."""
-    for path in files:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"cannot read calibration image {path}")
-        tensor, _ = preprocess_image(image, input_hw, convention)
-        yield tensor[None]
+def calibration_inputs(files: list[Path], input_hw: tuple[int, int], convention: InputConvention) -> list[np.ndarray]:
+    """Network inputs ``float32 [1, 3, H, W]`` for the ``files`` that decode (``model.bn_unfold.letterboxed_images``:
+    an unreadable file is skipped, as in the BatchNorm calibration; none readable is an error)."""
+    from model.bn_unfold import letterboxed_images
+
+    return [tensor[None] for tensor in letterboxed_images(files, input_hw, convention)]
 
 
 def quantize_openvino(
@@ -56,19 +49,19 @@ def quantize_openvino(
     import openvino as ov
 
     model = ov.convert_model(str(onnx_path))
-    dataset = nncf.Dataset(list(calibration_inputs(files, input_hw, convention)))
+    inputs = calibration_inputs(files, input_hw, convention)
     quantized = nncf.quantize(
         model,
-        dataset,
+        nncf.Dataset(inputs),
         preset=nncf.QuantizationPreset.MIXED,  # symmetric weights, asymmetric activations (accuracy first)
-        subset_size=len(files),
+        subset_size=len(inputs),
         ignored_scope=nncf.IgnoredScope(patterns=list(KEEP_FP32_PATTERNS), validate=False),
     )
     ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
     return {
         "weights_file": out_xml.with_suffix(".bin").name,
         "quantizer": f"nncf {nncf.__version__}",
-        "calibration": {"images": len(files), "data": _data_name(files)},
+        "calibration": {"images": len(inputs), "unreadable": len(files) - len(inputs), "data": _data_name(files)},
         "fp32_patterns": list(KEEP_FP32_PATTERNS),
     }
 

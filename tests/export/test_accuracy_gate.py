@@ -103,7 +103,7 @@ def test_int8_is_quantised_on_real_images_passes_the_gate_and_records_its_calibr
     assert "openvino     openvino     int8" in printed and "FAIL" not in printed
     artifact = load_bundle_meta(tmp_path / "b").models["openvino"]
     assert artifact.file == "model.xml" and artifact.precision == "int8"
-    assert artifact.extra["calibration"] == {"images": 32, "data": "coco-tiny/val2017"}
+    assert artifact.extra["calibration"] == {"images": 32, "unreadable": 0, "data": "coco-tiny/val2017"}
     assert artifact.extra["quantizer"].startswith("nncf ")
     record = artifact.extra["accuracy"]
     assert record["passed"] and record["max_drop_ap_points"] == 1.0 and record["drop_ap_points"] <= 1.0
@@ -131,3 +131,19 @@ def test_int8_calibrated_on_blank_images_is_refused(shared: Path, eval_subset: P
 def test_int8_needs_calibration_data(shared: Path, eval_subset: Path, tmp_path: Path, capsys) -> None:
     assert main(export_args(shared, tmp_path / "b", eval_subset, "int8")) == 1
     assert "--precision int8 needs --calibration-data DIR" in capsys.readouterr().out
+
+
+def test_int8_calibration_skips_an_unreadable_image_as_the_batchnorm_calibration_does(tmp_path: Path) -> None:
+    import cv2
+
+    from model.config import InputConvention
+    from model.export.int8_openvino import calibration_inputs
+
+    good, broken = tmp_path / "good.jpg", tmp_path / "broken.jpg"
+    cv2.imwrite(str(good), np.full((48, 64, 3), 90, np.uint8))
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    convention = InputConvention("megvii", "bgr", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 114.0)
+    [tensor] = calibration_inputs([good, broken], (32, 32), convention)
+    assert tensor.shape == (1, 3, 32, 32) and tensor.dtype == np.float32
+    with pytest.raises(FileNotFoundError, match="none of 1 files"):
+        calibration_inputs([broken], (32, 32), convention)
