@@ -26,7 +26,8 @@ the same fraction of a second; its blocks at batch sizes 1..max run just before 
 Then the server/bare ratios are printed against the targets: at C >= 16 the server delivers >= 0.9x the bare
 Predictor's best images/s; at C = 1 its p50 is <= 1.2x the bare single-image p50 measured beside it. Client and
 server share the machine's cores, as they do in the numbers reported. The spawned server runs with its defaults
-(``--server-arg`` adds flags); the bare Predictor with its strongest settings (every core, spinning threads).
+(``--server-arg`` adds flags); the bare Predictor with its strongest settings (every core, spinning threads), on
+the backend the server serves (read from its ``/v1/models`` once it is ready: ``--backend auto`` chooses at load).
 ``--baseline-server-arg`` spawns a second server with other flags, measured in the same cycle (rows ``base:...``),
 and prints the server/baseline ratios: a change of setting judged side by side, not against a number from another
 run.
@@ -45,6 +46,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -466,6 +468,18 @@ def serve_bare(args: argparse.Namespace, jpeg: bytes) -> None:
             print(json.dumps(bare.rate(command["batch"], command["duration_s"])), flush=True)
 
 
+def served_backend(url: str) -> str | None:
+    """The backend the server at ``url`` serves its default model on (``GET /v1/models``), or None when it does
+    not say (an API key, an older server)."""
+    try:
+        with urllib.request.urlopen(f"{url}/v1/models", timeout=10) as response:
+            models = json.loads(response.read())["models"]
+    except (OSError, ValueError, KeyError):
+        return None
+    default = next((m for m in models if m.get("default")), models[0] if models else None)
+    return None if default is None else default.get("backend")
+
+
 class BareProcess:
     """The bare Predictor in its own process (no client threads competing with it), kept alive for the whole run
     so its blocks interleave with the server's: both see the same machine, drift included."""
@@ -703,8 +717,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:  # before any process starts
         raise SystemExit(f"unknown protocol(s) {sorted(unknown)}; choose from {', '.join(PROTOCOLS)}")
-    bare_process = BareProcess(argv)  # loaded and warmed before the server starts, idle while it is measured
     spawned: list[SpawnedServer] = []
+    bare_process: BareProcess | None = None
     common = ["--bundle", str(args.bundle), "--backend", args.backend, "--device", args.device]
     try:
         if args.url is None:
@@ -715,13 +729,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline_server_arg is not None:
             spawned.append(SpawnedServer([*common, *args.baseline_server_arg]))
             servers[BASE] = (f"http://127.0.0.1:{spawned[-1].http_port}", f"127.0.0.1:{spawned[-1].grpc_port}")
+        # The bare Predictor runs what the server chose (``--backend auto`` times the bundle's artifacts at load),
+        # loaded once the servers are ready and idle while they are measured.
+        backend = served_backend(args.url) or args.backend
+        bare_process = BareProcess([*(sys.argv[1:] if argv is None else argv), "--backend", backend])
         server_results, bare = measure_protocols(args, servers, jpeg, levels, protocols, bare_process)
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             floors = runner.run(noop_round_trips(args.url, args.grpc, args.grpc_client))
     finally:
         for server in spawned:
             server.stop()
-        bare_process.stop()
+        if bare_process is not None:
+            bare_process.stop()
     bare["backend"] = bare_process.backend
 
     print(f"\n{describe()}")

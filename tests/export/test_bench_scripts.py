@@ -68,6 +68,16 @@ def test_load_bench_drives_a_real_server(tiny_bundle: Path) -> None:
     assert re.search(rf"^  batch 1: {NUMBER} img/s(, batch \d+: {NUMBER} img/s)+$", out, re.MULTILINE), out
 
 
+def test_load_bench_runs_the_bare_predictor_on_the_servers_backend(full_bundle: Path) -> None:
+    # the server is told its backend here; with ``auto`` it is the one its load-time timing chose
+    out = run_script(
+        "bench/load.py", "--bundle", str(full_bundle), "--concurrency", "1", "--duration-s", "0.3",
+        "--warmup-s", "0.1", "--protocols", "rest", "--server-arg=--backend=torchscript",
+        ok_codes=(0, 1),
+    )  # fmt: skip
+    assert re.search(r"^bare Predictor \(torchscript on cpu, ", out, re.MULTILINE), out
+
+
 def test_runtime_threads_bench_compares_session_layouts(tiny_bundle: Path) -> None:
     out = run_script("bench/runtime_threads.py", "--bundle", str(tiny_bundle), "--batch", "2", "--runs", "4")
     assert "cores" in out.splitlines()[0]
