@@ -13,10 +13,11 @@ decodes the JPEG, letterboxes, runs the model and answers JSON boxes in original
 
 All servers start first and stay up; for each round, each concurrency level, each server in turn (the order
 rotates per round) gets ``--duration-s`` of closed-loop load from ``bench/load.py``'s raw HTTP client after a
-warm-up, so drift on a shared machine hits them alike. Prints images/s and p50/p99 per server and level, averaged
-over rounds, then our ratios against each peer and the issue's targets (C = 16 images/s ratio, C = 1 p50 ratio).
-Before measuring, every server's answer to the image is printed (the same model must find the same objects) and
-each server's idle CPU use over 2 s (a busy-polling peer would slow the others).
+warm-up, so drift on a shared machine hits them alike; the others are paused meanwhile (SIGSTOP, then SIGCONT;
+``--keep-others-running`` leaves them up), so no server pays for another's idle polling. Prints images/s and
+p50/p99 per server and level, averaged over rounds, then our ratios against each peer and the issue's targets
+(C = 16 images/s ratio, C = 1 p50 ratio). Before measuring, every server's answer to the image is printed (the
+same model must find the same objects) and each server's idle CPU use over 2 s.
 """
 
 from __future__ import annotations
@@ -62,6 +63,14 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def process_state(pid: int) -> str:
+    """``/proc/PID/stat``'s state letter (``T``: stopped), "" once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants (LitServe runs its inference worker in a child process)."""
     out, todo = [], [pid]
@@ -72,6 +81,27 @@ def process_tree(pid: int) -> list[int]:
         if children.exists():
             todo += [int(c) for c in children.read_text().split()]
     return out
+
+
+@contextlib.contextmanager
+def others_paused(servers: list[Server], measured: Server, pause: bool):
+    """While ``measured`` is measured, every other server's processes are stopped (SIGSTOP) and continued after:
+    an idle server is not always idle (LitServe's inference worker polls its queue), and its CPU would be taken
+    from whichever server is being measured. Each server then meets only its own overheads, as on a machine of
+    its own; the rounds still alternate, so drift hits them alike."""
+    pids = [pid for s in servers if s is not measured and pause for pid in process_tree(s.pid)]
+    try:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 2.0  # a signal is delivered when its process is next scheduled
+        while time.monotonic() < deadline and any(process_state(pid) not in ("T", "") for pid in pids):
+            time.sleep(0.005)
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 @dataclass
@@ -187,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-arg", action="append", default=[], help="a flag for our server (repeatable)")
     parser.add_argument("--litserve-max-batch", type=int, default=8)
     parser.add_argument("--litserve-timeout-s", type=float, default=0.01)
+    parser.add_argument(
+        "--keep-others-running", action="store_true",
+        help="leave the other servers running while one is measured (default: they are paused, SIGSTOP/SIGCONT)",
+    )  # fmt: skip
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -205,15 +239,24 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(2.0)
         idle = {s.name: sum(cpu_seconds(p) for p in process_tree(s.pid)) - before[s.name] for s in servers}
         print("idle CPU over 2 s: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in idle.items()))
+        if not args.keep_others_running:
+            print("while one server is measured the others are paused (SIGSTOP), so none pays for another's idling")
         for round_index in range(args.rounds):
             order = servers[round_index % len(servers) :] + servers[: round_index % len(servers)]
             for c in levels:
                 for server in order:
-                    result = asyncio.run(
-                        run_http(
-                            server.url, server.path, server.body, server.headers, [c], args.duration_s, args.warmup_s
-                        )  # fmt: skip
-                    )[c]
+                    with others_paused(servers, server, not args.keep_others_running):
+                        result = asyncio.run(
+                            run_http(
+                                server.url,
+                                server.path,
+                                server.body,
+                                server.headers,
+                                [c],
+                                args.duration_s,
+                                args.warmup_s,
+                            )  # fmt: skip
+                        )[c]
                     rate, latencies, errors = result
                     server.rates.setdefault(c, []).append(rate)
                     server.latencies.setdefault(c, []).extend(latencies)

@@ -136,8 +136,33 @@ def test_peers_bench_serves_the_same_model_three_ways_and_compares(tiny_bundle: 
             assert re.search(rf"^{server}\s+{c}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+0$", out, re.MULTILINE), out
     for peer in ("fastapi\\+ort", "litserve\\+ort"):
         assert re.search(rf"^{peer}\s+2\s+{NUMBER}x\s+{NUMBER}x$", out, re.MULTILINE), out
+    assert "the others are paused (SIGSTOP)" in out, out
     rows = json.loads(results.read_text())["rows"]
     assert {(r["server"], r["concurrency"]) for r in rows} == {
         (s, c) for s in ("yoloxpai", "fastapi+ort", "litserve+ort") for c in (1, 2)
     }
     assert all(r["img_s"] > 0 and r["errors"] == 0 for r in rows)
+
+
+def test_peers_bench_pauses_the_servers_not_measured() -> None:
+    import importlib.util
+
+    # bench/peers.py is a script beside the bench/peers/ package of the peer servers: load it by path
+    spec = importlib.util.spec_from_file_location("peers_script", REPO / "bench" / "peers.py")
+    peers = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = peers  # its dataclasses look their module up there
+    spec.loader.exec_module(peers)
+    Server, others_paused, state = peers.Server, peers.others_paused, peers.process_state
+
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)]
+    try:
+        servers = [Server(f"s{i}", "", "", b"", {}, p.pid, p.kill) for i, p in enumerate(procs)]
+        with others_paused(servers, servers[0], pause=True):
+            assert state(procs[1].pid) == "T" and state(procs[0].pid) != "T"
+        assert state(procs[1].pid) in ("S", "R")  # continued
+        with others_paused(servers, servers[0], pause=False):
+            assert state(procs[1].pid) != "T"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
