@@ -225,9 +225,10 @@ def classify_grpc(code: grpc.StatusCode, details: str | None, trailing_metadata:
     return Result(f"error: gRPC {code.name}", details)
 
 
-# How far before the client's deadline a CANCELLED may come and still be the server's deadline: grpc-core dates a
-# call's deadline from the server's clock as cached when it parsed the headers, which lags "now" by the time it has
-# spent in that batch of reads (milliseconds, more on a saturated machine).
+# How far before the client's deadline a CANCELLED may come and still be the server's deadline. Measured: such cuts
+# came a little before the client's deadline under saturation (CI). Our reading of why: grpc-core reads the clock
+# once per batch of work (its ExecCtx), so a call whose headers are parsed late in a long batch is given a deadline
+# that starts before it arrived (milliseconds; more on a saturated machine).
 DEADLINE_SLACK = 0.05
 
 

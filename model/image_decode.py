@@ -69,7 +69,7 @@ def jpeg_orientation(data: bytes) -> int:
         if marker in _JPEG_STANDALONE:
             i += 2
             continue
-        if marker == 0xDA or marker in _JPEG_SOF:  # EXIF comes before the frame: there is none
+        if marker == 0xDA:  # the scan: no more headers (libjpeg, and so OpenCV, reads APP segments until here)
             return 1
         (length,) = struct.unpack_from(">H", data, i + 2)
         if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00":

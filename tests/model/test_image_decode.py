@@ -68,6 +68,12 @@ def test_exif_orientation_is_read_from_the_header() -> None:
     ifd = struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, 8, 0) + struct.pack(">I", 0)
     app1 = b"Exif\x00\x00" + b"MM\x00*" + struct.pack(">I", 8) + ifd
     assert jpeg_orientation(plain[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + plain[2:]) == 8
+    # an EXIF segment after the frame header: OpenCV still applies it (it reads every segment before the scan)
+    sof = plain.index(b"\xff\xc0")
+    sof_end = sof + 2 + struct.unpack_from(">H", plain, sof + 2)[0]
+    late = plain[:sof_end] + with_exif_orientation(b"\xff\xd8", 6)[2:] + plain[sof_end:]
+    assert cv2.imdecode(np.frombuffer(late, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (60, 40)
+    assert jpeg_orientation(late) == 6
     # out of range, or an EXIF segment cut short: as stored, never an error
     assert jpeg_orientation(with_exif_orientation(plain, 9)) == 1
     truncated = b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00II*\x00\xff\xff\x00\x00"

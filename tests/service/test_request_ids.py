@@ -38,7 +38,7 @@ def test_http_echoes_the_id_and_logs_it(server, jpeg, caplog):
     fresh = httpx.post(f"{server.http_url}/v1/detect", content=b"junk", headers=JPEG)  # an error gets one too
     assert given.headers["x-request-id"] == "abc-1" and traced.headers["x-request-id"] == TRACE_ID
     assert fresh.status_code == 400 and re.fullmatch(r"[0-9a-f]{16}", fresh.headers["x-request-id"])
-    lines = {r.request_id: r for r in caplog.records if r.name == "yoloxpai.access"}
+    lines = _access_lines_once_written(caplog, {"abc-1", TRACE_ID, fresh.headers["x-request-id"]})
     assert lines["abc-1"].status == 200 and lines["abc-1"].target == "POST /v1/detect"
     assert lines[TRACE_ID].status == 200 and lines[fresh.headers["x-request-id"]].status == 400
 
@@ -60,8 +60,9 @@ def test_grpc_echoes_the_id_in_trailers_and_logs_it(server, jpeg, caplog):
 
 
 def _access_lines_once_written(caplog, request_ids: set[str], timeout_s: float = 5.0) -> dict:
-    """gRPC access lines are written on the server loop's next turn, after the answer has left, so a client that
-    has its answer may look before the line exists: wait for it (bounded) rather than race it."""
+    """Access lines are written once the answer has left (HTTP: when the response ends; gRPC: on the server loop's
+    next turn), so a client that has its answer may look before the line exists: wait for it (bounded) rather than
+    race it."""
     deadline = time.monotonic() + timeout_s
     while True:
         lines = {r.request_id: r for r in caplog.records if r.name == "yoloxpai.access"}
