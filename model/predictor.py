@@ -111,11 +111,10 @@ def runtime_missing(backend: str, device: str) -> str | None:
     return None
 
 
-def runtime_available(backend: str, device: str | None = None) -> bool:
-    """Whether ``backend`` can run on ``device`` here; without a device, whether its Python package is importable."""
-    if device is None:
-        return _importable(_RUNTIME_MODULE[backend])
-    return runtime_missing(backend, device) is None
+def runtime_available(backend: str) -> bool:
+    """Whether the Python package behind ``backend`` is importable (``runtime_missing`` says whether it can run on
+    a given device)."""
+    return _importable(_RUNTIME_MODULE[backend])
 
 
 def select_backend(meta: BundleMeta, backend: str, device: str) -> tuple[str, ModelArtifact]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from model.runtime import RawOutput, as_raw_output
+from model.runtime.cuda_runtime import device_index
 
 
 class OnnxRuntimeRunner:
@@ -41,7 +42,7 @@ class OnnxRuntimeRunner:
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise RuntimeError("onnxruntime has no CUDAExecutionProvider here; install onnxruntime-gpu")
-            self._device_type, self._device_id = "cuda", int(device.split(":")[1]) if ":" in device else 0
+            self._device_type, self._device_id = "cuda", device_index(device)
             providers = [("CUDAExecutionProvider", {"device_id": self._device_id}), "CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         if device.startswith("cuda") and "CUDAExecutionProvider" not in self.session.get_providers():
